@@ -1,0 +1,86 @@
+"""Settings of the embedder service, read once from EMBEDDER_* environment variables."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ExecutionProvider(StrEnum):
+    """onnxruntime execution providers, in the order `auto` tries them."""
+
+    TENSORRT = "TensorrtExecutionProvider"
+    CUDA = "CUDAExecutionProvider"
+    CPU = "CPUExecutionProvider"
+
+
+class BatchingSettings(BaseModel):
+    """Cross-request dynamic batching (Triton's max_batch_size + max_queue_delay)."""
+
+    # Largest recognition batch (aligned 112x112 crops) formed across concurrent calls.
+    max_batch_size: int = Field(default=32, ge=1, le=1024)
+    # Largest detection batch (letterboxed detector inputs).
+    max_detection_batch_size: int = Field(default=8, ge=1, le=256)
+    # Longest an item waits for others to join its batch, milliseconds. 0 = flush at once.
+    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
+    # Items waiting in one batcher before new work is refused with RESOURCE_EXHAUSTED.
+    max_queue_size: int = Field(default=1024, ge=1)
+    # Threads that run inference (onnxruntime releases the GIL while it runs).
+    inference_threads: int = Field(default=1, ge=1, le=64)
+
+
+class QualitySettings(BaseModel):
+    """Default quality-gate thresholds; each can be overridden per request."""
+
+    min_det_score: float = Field(default=0.6, ge=0.0, le=1.0)
+    min_face_size: float = Field(default=32.0, ge=0.0)
+    min_blur_score: float = Field(default=20.0, ge=0.0)
+    max_pose_angle: float = Field(default=45.0, ge=0.0, le=180.0)
+
+
+class EmbedderSettings(BaseSettings):
+    """Everything the embedder service can be told; `EMBEDDER_` prefix, `__` for nested groups."""
+
+    model_config = SettingsConfigDict(env_prefix="EMBEDDER_", env_nested_delimiter="__", extra="ignore")
+
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    grpc_host: str = "[::]"
+    metrics_port: int = Field(default=9101, ge=0, le=65535)
+
+    # Where model packs live (<models_dir>/<pack>/*.onnx, insightface's layout).
+    models_dir: Path = Path("~/.insightface/models").expanduser()
+    model_pack: str = "buffalo_l"
+    # Download the pack from insightface's published URL when models_dir lacks it.
+    allow_download: bool = True
+    # "auto" (TensorRT, then CUDA, then CPU, by availability) or a provider name.
+    execution_provider: str = "auto"
+    device_id: int = Field(default=0, ge=0)
+    # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default).
+    intra_op_threads: int = Field(default=0, ge=0)
+
+    detector_input_size: int = Field(default=640, ge=64, le=4096)
+    detection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    nms_threshold: float = Field(default=0.4, ge=0.0, le=1.0)
+    # Upper bound on faces returned per image.
+    max_faces_per_image: int = Field(default=100, ge=1, le=1000)
+    # Decoded images above this many pixels are refused (read from the header, before decoding).
+    max_image_pixels: int = Field(default=40_000_000, ge=1)
+    # Threads that decode and pre-process images.
+    decode_threads: int = Field(default=2, ge=1, le=64)
+
+    batching: BatchingSettings = BatchingSettings()
+    quality: QualitySettings = QualitySettings()
+
+    # Images of one EmbedStream being processed at once; further requests wait (backpressure).
+    max_in_flight_per_stream: int = Field(default=16, ge=1, le=1024)
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Servers close connections after this long so clients re-resolve and new pods get traffic.
+    max_connection_age_s: float = Field(default=300.0, gt=0)
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=10.0, gt=0)
+    # On SIGTERM: health goes NOT_SERVING, in-flight calls get this long to finish.
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    log_level: str = "INFO"

@@ -1,0 +1,213 @@
+"""gRPC server plumbing shared by both services: the one interceptor that maps domain errors to
+status codes and records per-RPC metrics, health, reflection, server options and graceful
+shutdown (health NOT_SERVING first, then `server.stop(grace)`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from facesearch.errors import status_of
+from facesearch.observability import RPC_HANDLED, RPC_LATENCY
+
+log = logging.getLogger(__name__)
+
+
+class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
+    """Turns exceptions into status codes (domain errors keep their message; anything else is
+    INTERNAL with a generic message and the traceback in the log) and records calls/latency."""
+
+    def __init__(self, service: str) -> None:
+        self._service = service
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method.rsplit("/", 1)[-1]
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                handler.request_deserializer,
+                handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(method, handler.stream_stream),
+            handler.request_deserializer,
+            handler.response_serializer,
+        )
+
+    def _record(self, method: str, started: float, code: grpc.StatusCode) -> None:
+        RPC_HANDLED.labels(self._service, method, code.name).inc()
+        RPC_LATENCY.labels(self._service, method).observe(time.perf_counter() - started)
+
+    async def _fail(self, method: str, context: grpc.aio.ServicerContext, exc: Exception) -> None:
+        code, message = status_of(exc)
+        if code is grpc.StatusCode.INTERNAL:
+            log.exception("unhandled error in %s", method)
+        await context.abort(code, message)
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                return await behavior(request, context)
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = _aborted_code(context)
+                raise
+            except Exception as exc:
+                code = status_of(exc)[0]
+                await self._fail(method, context, exc)
+            finally:
+                self._record(method, started, code)
+
+        return wrapped
+
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                async for response in behavior(request, context):
+                    yield response
+            except asyncio.CancelledError:
+                code = grpc.StatusCode.CANCELLED
+                raise
+            except grpc.aio.AbortError:
+                code = _aborted_code(context)
+                raise
+            except Exception as exc:
+                code = status_of(exc)[0]
+                await self._fail(method, context, exc)
+            finally:
+                self._record(method, started, code)
+
+        return wrapped
+
+
+def _aborted_code(context: grpc.aio.ServicerContext) -> grpc.StatusCode:
+    code = context.code()
+    return code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    """Transport settings both services expose through their settings classes."""
+
+    host: str
+    port: int
+    max_message_bytes: int
+    max_connection_age_s: float
+    keepalive_time_s: float
+    keepalive_timeout_s: float
+
+    def channel_args(self) -> list[tuple[str, int]]:
+        return [
+            ("grpc.max_receive_message_length", self.max_message_bytes),
+            ("grpc.max_send_message_length", self.max_message_bytes),
+            # Close connections after a while (with a grace) so clients re-resolve DNS and new
+            # pods behind a headless Service get traffic.
+            ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", 30_000),
+            ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
+            ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
+            ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+
+
+class GrpcServer:
+    """A grpc.aio server with the interceptor, health and reflection wired in.
+
+    Health reports NOT_SERVING until `set_serving()` (call it once models are warm / the database
+    is ready), and again from the start of `stop()`.
+    """
+
+    def __init__(self, service_label: str, options: ServerOptions) -> None:
+        self.options = options
+        self.server = grpc.aio.server(
+            interceptors=[ErrorAndMetricsInterceptor(service_label)],
+            options=options.channel_args(),
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self._service_names: list[str] = []
+        self.port = 0
+
+    def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
+        add_to_server(servicer, self.server)
+        self._service_names.append(full_name)
+
+    async def start(self) -> int:
+        """Binds, starts serving (health NOT_SERVING) and returns the port bound."""
+        reflection.enable_server_reflection(
+            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        address = f"{self.options.host}:{self.options.port}"
+        self.port = self.server.add_insecure_port(address)
+        if self.port == 0:
+            raise RuntimeError(f"could not bind {address}")
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.start()
+        return self.port
+
+    async def set_serving(self) -> None:
+        await self._set_all(health_pb2.HealthCheckResponse.SERVING)
+
+    async def _set_all(self, status: int) -> None:
+        for name in ("", *self._service_names):
+            await self.health.set(name, status)
+
+    async def stop(self, grace_s: float) -> None:
+        """Health NOT_SERVING, refuse new calls, give in-flight calls `grace_s` to finish."""
+        await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace_s)
+
+
+async def run_until_signalled(
+    servers: Iterable[GrpcServer],
+    grace_s: float,
+    on_stopped: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Waits for SIGTERM or SIGINT, then stops every server gracefully and runs `on_stopped`."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received: draining for up to %.1fs", grace_s)
+    await asyncio.gather(*(server.stop(grace_s) for server in servers))
+    if on_stopped is not None:
+        await on_stopped()
+    log.info("stopped")

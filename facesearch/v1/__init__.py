@@ -1,0 +1,1 @@
+"""Generated from protos/facesearch/v1 by facesearch.codegen: do not edit."""

@@ -1,0 +1,69 @@
+"""Settings of the search service, read once from SEARCH_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class EmbedderClientSettings(BaseModel):
+    """How the search service calls the embedder."""
+
+    # Deadline of one embedder call, seconds.
+    timeout_s: float = Field(default=30.0, gt=0)
+    # Attempts for UNAVAILABLE, in the channel's retry policy.
+    max_attempts: int = Field(default=3, ge=1, le=5)
+
+
+class DatabaseSettings(BaseModel):
+    """The asyncpg pool."""
+
+    pool_min_size: int = Field(default=2, ge=0)
+    pool_max_size: int = Field(default=10, ge=1)
+    # Deadline of one statement, seconds.
+    command_timeout_s: float = Field(default=30.0, gt=0)
+
+
+class SearchThresholds(BaseModel):
+    """Default similarity thresholds (similarity = 1 - cosine distance)."""
+
+    identify: float = Field(default=0.4, ge=-1.0, le=1.0)
+    verify: float = Field(default=0.4, ge=-1.0, le=1.0)
+    # Collections with more faces than this are searched through the HNSW index; smaller ones
+    # exactly.
+    hnsw_min_faces: int = Field(default=100_000, ge=0)
+    hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+
+
+class SearchSettings(BaseSettings):
+    """Everything the search service can be told; `SEARCH_` prefix, `__` for nested groups."""
+
+    model_config = SettingsConfigDict(env_prefix="SEARCH_", env_nested_delimiter="__", extra="ignore")
+
+    grpc_port: int = Field(default=50052, ge=0, le=65535)
+    grpc_host: str = "[::]"
+    metrics_port: int = Field(default=9102, ge=0, le=65535)
+
+    embedder_target: str = "localhost:50051"
+    embedder: EmbedderClientSettings = EmbedderClientSettings()
+
+    # postgresql://user:password@host:5432/db. Empty: start an embedded PostgreSQL + pgvector
+    # (pgserver) with its data under `data_dir`.
+    database_url: str = ""
+    data_dir: Path = Path("~/.local/share/facesearch/pgdata").expanduser()
+    database: DatabaseSettings = DatabaseSettings()
+
+    thresholds: SearchThresholds = SearchThresholds()
+    # Tenant used when a call carries no `x-tenant-id` metadata; empty = the header is required.
+    default_tenant: str = "default"
+    max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
+    max_top_k: int = Field(default=1000, ge=1)
+
+    max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    max_connection_age_s: float = Field(default=300.0, gt=0)
+    keepalive_time_s: float = Field(default=30.0, gt=0)
+    keepalive_timeout_s: float = Field(default=10.0, gt=0)
+    shutdown_grace_s: float = Field(default=20.0, ge=0)
+    log_level: str = "INFO"
