@@ -15,6 +15,8 @@ class EmbedderClientSettings(BaseModel):
     timeout_s: float = Field(default=30.0, gt=0)
     # Attempts for UNAVAILABLE, in the channel's retry policy.
     max_attempts: int = Field(default=3, ge=1, le=5)
+    # Images of one IndexPhotos stream in the embedder at once (backpressure towards the client).
+    max_in_flight: int = Field(default=16, ge=1, le=1024)
 
 
 class DatabaseSettings(BaseModel):
@@ -35,6 +37,9 @@ class SearchThresholds(BaseModel):
     # exactly.
     hnsw_min_faces: int = Field(default=100_000, ge=0)
     hnsw_ef_search: int = Field(default=100, ge=1, le=1000)
+    # HNSW build parameters of a collection's index (pgvector's defaults).
+    hnsw_m: int = Field(default=16, ge=2, le=100)
+    hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
 
 
 class SearchSettings(BaseSettings):
