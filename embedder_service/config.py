@@ -55,11 +55,20 @@ class EmbedderSettings(BaseSettings):
     model_pack: str = "buffalo_l"
     # Download the pack from insightface's published URL when models_dir lacks it.
     allow_download: bool = True
+    # Where to download the pack zip from; empty = insightface's published URL for `model_pack`.
+    model_url: str = ""
+    # SHA-256 the downloaded zip must have; empty = the digest pinned in embedder_service.models.
+    model_sha256: str = ""
+    download_timeout_s: float = Field(default=300.0, gt=0)
     # "auto" (TensorRT, then CUDA, then CPU, by availability) or a provider name.
     execution_provider: str = "auto"
     device_id: int = Field(default=0, ge=0)
     # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default).
     intra_op_threads: int = Field(default=0, ge=0)
+    # Let onnxruntime's intra-op threads spin while waiting for work. Off by default: detection and
+    # recognition run at once on their own threads, and spinning threads of one steal the few CPU
+    # cores the other is computing on (measured with tests/bench/bench_embedder.py on 2 cores).
+    intra_op_spinning: bool = False
 
     detector_input_size: int = Field(default=640, ge=64, le=4096)
     detection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -74,6 +83,9 @@ class EmbedderSettings(BaseSettings):
     batching: BatchingSettings = BatchingSettings()
     quality: QualitySettings = QualitySettings()
 
+    # Images being processed across all calls; beyond it new images get RESOURCE_EXHAUSTED. Bounds
+    # memory: each holds its decoded pixels until its faces are embedded.
+    max_images_in_flight: int = Field(default=256, ge=1)
     # Images of one EmbedStream being processed at once; further requests wait (backpressure).
     max_in_flight_per_stream: int = Field(default=16, ge=1, le=1024)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)

@@ -135,3 +135,13 @@ class ModelInfo:
     recognizer_file: str
     library_versions: dict[str, str]
     max_batch_size: int
+
+
+@dataclass(frozen=True)
+class StreamRequest:
+    """One item of a stream; `error` is set when the request itself could not be read."""
+
+    request_id: str
+    input: ImageInput | None
+    options: RequestOptions
+    error: InvalidArgument | None = None

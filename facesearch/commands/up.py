@@ -115,11 +115,11 @@ def describe_database(search: SearchSettings) -> str:
 
 def demo_models_dir(data_root: Path) -> Path:
     try:
-        from tests.model_pack import write_pack
+        from tests.model_pack import write_model_pack
     except ImportError as exc:
         raise SystemExit("--demo-pack needs a source checkout of facesearch (tests/model_pack.py)") from exc
     out = data_root / "demo-models"
-    write_pack(out)
+    write_model_pack(out)
     return out
 
 

@@ -1,0 +1,309 @@
+"""The embedder's core: decode -> detect -> align -> recognise for one image or a stream of them,
+with detection inputs and face crops of every concurrent call sharing the batchers' batches."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from importlib.metadata import version
+from typing import Any, TypeVar
+
+import numpy as np
+from insightface.utils.face_align import arcface_dst
+
+from embedder_service import metrics, pipeline
+from embedder_service.batcher import DynamicBatcher
+from embedder_service.config import EmbedderSettings
+from embedder_service.domain import (
+    EmbedOptions,
+    Face,
+    ImageInput,
+    ImageResult,
+    InputKind,
+    ModelInfo,
+    Quality,
+    RequestOptions,
+    StreamRequest,
+)
+from embedder_service.models import LoadedModels
+from facesearch.errors import FaceSearchError, InvalidArgument, ResourceExhausted
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+@dataclass
+class _PreparedPhoto:
+    image: np.ndarray
+    letterboxed: pipeline.Letterboxed
+
+
+@dataclass
+class _PreparedFace:
+    det: np.ndarray  # x1, y1, x2, y2, score
+    landmarks: np.ndarray
+    crop: np.ndarray
+    quality: Quality
+    crop_png: bytes
+
+
+class Engine:
+    """Owns the models, the two batchers and the decode threads. Create, `await start()`, use,
+    `await close()`."""
+
+    def __init__(self, settings: EmbedderSettings, models: LoadedModels) -> None:
+        self.settings = settings
+        self.models = models
+        batching = settings.batching
+        observer = metrics.PrometheusBatchObserver()
+        self._decode_pool = ThreadPoolExecutor(max_workers=settings.decode_threads, thread_name_prefix="decode")
+        self.detection = DynamicBatcher[np.ndarray, list[np.ndarray]](
+            "detection",
+            models.detector.run,
+            max_batch_size=min(batching.max_detection_batch_size, models.detector.max_batch),
+            max_queue_delay_s=batching.max_queue_delay_ms / 1000.0,
+            max_queue_size=batching.max_queue_size,
+            workers=batching.inference_threads,
+            observer=observer,
+        )
+        self.recognition = DynamicBatcher[np.ndarray, np.ndarray](
+            "recognition",
+            self._recognise_batch,
+            max_batch_size=batching.max_batch_size,
+            max_queue_delay_s=batching.max_queue_delay_ms / 1000.0,
+            max_queue_size=batching.max_queue_size,
+            workers=batching.inference_threads,
+            observer=observer,
+        )
+        self._in_flight = 0
+        self._template = arcface_dst * (models.recognizer.input_size[0] / 112.0)
+        for model, provider in (
+            ("detection", models.detector.provider),
+            ("recognition", models.recognizer.provider),
+        ):
+            metrics.PROVIDER.labels(model, provider).set(1)
+
+    @property
+    def in_flight(self) -> int:
+        """Images being processed now, across every call."""
+        return self._in_flight
+
+    async def start(self) -> None:
+        self.detection.start()
+        self.recognition.start()
+
+    async def warm_up(self) -> None:
+        """One pass through both models (allocations, kernel choice) before health says SERVING."""
+        w, h = self.models.detector.input_size
+        await self.detection.submit(np.zeros((h, w, 3), np.uint8))
+        size = self.models.recognizer.input_size
+        await self.recognition.submit(np.zeros((size[1], size[0], 3), np.uint8))
+
+    async def close(self) -> None:
+        await self.detection.close()
+        await self.recognition.close()
+        self._decode_pool.shutdown(wait=True)
+
+    def model_info(self) -> ModelInfo:
+        m = self.models
+        return ModelInfo(
+            pack_name=m.pack_name,
+            embedding_size=m.recognizer.embedding_size,
+            detector_input_size=m.detector.input_size,
+            execution_provider=m.provider,
+            detector_file=m.files.detector.name,
+            recognizer_file=m.files.recognizer.name,
+            library_versions={
+                name: version(dist)
+                for name, dist in (
+                    ("onnxruntime", "onnxruntime-gpu"),
+                    ("insightface", "insightface"),
+                    ("opencv", "opencv-python-headless"),
+                    ("numpy", "numpy"),
+                )
+            },
+            max_batch_size=self.settings.batching.max_batch_size,
+        )
+
+    # One image -------------------------------------------------------------------------------
+
+    async def embed(self, image_input: ImageInput, requested: RequestOptions) -> ImageResult:
+        """Faces of one image; InvalidArgument for bad input, ResourceExhausted when overloaded."""
+        if self._in_flight >= self.settings.max_images_in_flight:
+            metrics.IMAGES.labels("overloaded").inc()
+            raise ResourceExhausted(
+                f"{self._in_flight} images are being processed (limit {self.settings.max_images_in_flight}); "
+                "retry later"
+            )
+        self._in_flight += 1
+        try:
+            options = EmbedOptions.resolve(requested, self.settings)
+            if image_input.kind is InputKind.ALIGNED_FACE:
+                result = await self._embed_aligned(image_input.data, options)
+            else:
+                result = await self._embed_photo(image_input.data, options)
+        except InvalidArgument:
+            metrics.IMAGES.labels("invalid").inc()
+            raise
+        except Exception:
+            metrics.IMAGES.labels("error").inc()
+            raise
+        finally:
+            self._in_flight -= 1
+        metrics.IMAGES.labels("ok").inc()
+        metrics.FACES.inc(len(result.faces))
+        return result
+
+    async def _in_pool(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs CPU-bound image work on the decode threads, off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(self._decode_pool, fn, *args)
+
+    async def _embed_photo(self, data: bytes, options: EmbedOptions) -> ImageResult:
+        prepared: _PreparedPhoto = await self._in_pool(self._prepare_photo, data)
+        outputs = await self.detection.submit(prepared.letterboxed.image)
+        faces: list[_PreparedFace] = await self._in_pool(self._prepare_faces, prepared, outputs, options)
+        embeddings = await self._recognise([f.crop for f in faces])
+        height, width = prepared.image.shape[:2]
+        return ImageResult(
+            width=width,
+            height=height,
+            faces=[
+                Face(
+                    box=(float(f.det[0]), float(f.det[1]), float(f.det[2]), float(f.det[3])),
+                    landmarks=f.landmarks,
+                    det_score=float(f.det[4]),
+                    quality=f.quality,
+                    embedding=embedding,
+                    aligned_crop_png=f.crop_png,
+                )
+                for f, embedding in zip(faces, embeddings, strict=True)
+            ],
+        )
+
+    async def _embed_aligned(self, data: bytes, options: EmbedOptions) -> ImageResult:
+        crop: np.ndarray = await self._in_pool(pipeline.decode_image, data, self.settings.max_image_pixels)
+        w, h = self.models.recognizer.input_size
+        if crop.shape[:2] != (h, w):
+            raise InvalidArgument(f"aligned face must be {w}x{h} pixels, got {crop.shape[1]}x{crop.shape[0]}")
+        landmarks = self._template.astype(np.float32)
+        box = np.array([0.0, 0.0, float(w), float(h)], np.float32)
+        quality = await self._in_pool(pipeline.assess, 1.0, box, landmarks, crop, options)
+        (embedding,) = await self._recognise([crop])
+        return ImageResult(
+            width=w,
+            height=h,
+            faces=[
+                Face(
+                    box=(0.0, 0.0, float(w), float(h)),
+                    landmarks=landmarks,
+                    det_score=1.0,
+                    quality=quality,
+                    embedding=embedding,
+                    aligned_crop_png=data if options.return_aligned_crops else b"",
+                )
+            ],
+        )
+
+    def _prepare_photo(self, data: bytes) -> _PreparedPhoto:
+        image = pipeline.decode_image(data, self.settings.max_image_pixels)
+        return _PreparedPhoto(image, pipeline.letterbox(image, self.models.detector.input_size))
+
+    def _prepare_faces(
+        self, prepared: _PreparedPhoto, outputs: list[np.ndarray], options: EmbedOptions
+    ) -> list[_PreparedFace]:
+        detector = self.models.detector
+        dets, kpss = pipeline.decode_detections(
+            outputs,
+            detector.layout,
+            detector.input_size,
+            prepared.letterboxed.scale,
+            options.detection_threshold,
+            self.settings.nms_threshold,
+        )
+        size = self.models.recognizer.input_size[0]
+        faces = []
+        for i in pipeline.order_faces(dets, prepared.image.shape, options.max_faces):
+            crop = pipeline.align(prepared.image, kpss[i], size)
+            quality = pipeline.assess(float(dets[i, 4]), dets[i], kpss[i], crop, options)
+            png = pipeline.encode_png(crop) if options.return_aligned_crops else b""
+            faces.append(_PreparedFace(dets[i], kpss[i], crop, quality, png))
+        return faces
+
+    def _recognise_batch(self, crops: Sequence[np.ndarray]) -> list[np.ndarray]:
+        return list(pipeline.l2_normalise(self.models.recognizer.run(crops)))
+
+    async def _recognise(self, crops: list[np.ndarray]) -> list[np.ndarray]:
+        if not crops:
+            return []
+        return await self.recognition.submit_many(crops)
+
+    # A stream of images ----------------------------------------------------------------------
+
+    async def embed_stream(
+        self, requests: AsyncIterator[StreamRequest]
+    ) -> AsyncIterator[tuple[str, ImageResult | FaceSearchError]]:
+        """Results as each image finishes (not in request order). At most
+        `max_in_flight_per_stream` images are in progress or waiting to be sent: the stream stops
+        reading requests until the client takes results, so a fast client cannot grow memory."""
+        slots = asyncio.Semaphore(self.settings.max_in_flight_per_stream)
+        # (request_id, outcome, whether this entry owns request_id in active_ids); None = end of input.
+        done: asyncio.Queue[tuple[str, ImageResult | FaceSearchError, bool] | None] = asyncio.Queue()
+        active_ids: set[str] = set()
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def one(request: StreamRequest) -> None:
+            try:
+                if request.error is not None:
+                    outcome: ImageResult | FaceSearchError = request.error
+                else:
+                    assert request.input is not None
+                    outcome = await self.embed(request.input, request.options)
+            except FaceSearchError as exc:
+                outcome = exc
+            except Exception:
+                log.exception("image %r of a stream failed", request.request_id)
+                outcome = FaceSearchError("internal error")
+            done.put_nowait((request.request_id, outcome, True))
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await slots.acquire()
+                    if request.request_id in active_ids:
+                        error = InvalidArgument(
+                            f"request_id {request.request_id!r} is already in progress in this stream"
+                        )
+                        done.put_nowait((request.request_id, error, False))
+                        continue
+                    active_ids.add(request.request_id)
+                    task = asyncio.create_task(one(request))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            finally:
+                done.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            reading = True
+            while reading or tasks or not done.empty():
+                item = await done.get()
+                if item is None:
+                    reading = False
+                    await reader  # re-raises if reading the requests failed (client went away)
+                    continue
+                request_id, outcome, owns_id = item
+                if owns_id:
+                    active_ids.discard(request_id)
+                yield request_id, outcome
+                slots.release()
+        finally:
+            reader.cancel()
+            for task in list(tasks):
+                task.cancel()
+            with contextlib.suppress(BaseException):
+                await asyncio.gather(reader, *tasks, return_exceptions=True)

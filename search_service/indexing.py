@@ -1,0 +1,188 @@
+"""Streaming indexing: each photo is checked, skipped when its bytes are already stored (content
+hash), embedded through one EmbedStream per call, passed through the quality gates and written
+whole in one transaction. Results come back per photo, in completion order."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from facesearch.errors import FaceSearchError, FailedPrecondition
+from search_service import validation
+from search_service.config import SearchSettings
+from search_service.domain import Collection, DetectedFace, IndexOutcome, IndexResult, PhotoInput, PhotoWrite
+from search_service.embedder_client import EmbedderClient, EmbedItem, EmbedOutcome
+from search_service.repository import Repository
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Pending:
+    photo: PhotoInput
+    collection: Collection
+    content_hash: bytes
+
+
+def split_by_gates(faces: list[DetectedFace], embedding_dim: int) -> tuple[list[DetectedFace], list[DetectedFace]]:
+    """(faces to store, faces rejected by the quality gates). A face whose embedding is not the
+    schema's width is refused outright: storing it would fail the whole photo later."""
+    kept, rejected = [], []
+    for face in faces:
+        if face.embedding.shape != (embedding_dim,):
+            size = face.embedding.shape[0]
+            raise FailedPrecondition(f"the embedder returned a {size}-d embedding; the schema stores {embedding_dim}")
+        (kept if face.quality.passed else rejected).append(face)
+    return kept, rejected
+
+
+def no_face_reason(kept: list[DetectedFace], rejected: list[DetectedFace]) -> str:
+    if kept:
+        return ""
+    if not rejected:
+        return "no face detected"
+    return f"every detected face ({len(rejected)}) failed the quality gates"
+
+
+def _log_build_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("building an HNSW index failed", exc_info=task.exception())
+
+
+class Indexer:
+    def __init__(
+        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+    ) -> None:
+        self._repo = repository
+        self._embedder = embedder
+        self._settings = settings
+        self.embedding_dim = embedding_dim
+        self._index_builds: dict[int, asyncio.Task[bool]] = {}
+
+    async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
+        """One IndexResult per photo of `photos`, as each is done."""
+        results: asyncio.Queue[IndexResult | None] = asyncio.Queue()
+        to_embed: asyncio.Queue[EmbedItem | None] = asyncio.Queue(maxsize=self._settings.embedder.max_in_flight)
+        pending: dict[str, _Pending] = {}
+        collections: dict[str, Collection] = {}
+        ids = itertools.count()
+        touched: set[int] = set()
+
+        async def intake() -> None:
+            try:
+                async for photo in photos:
+                    try:
+                        prepared = await self._prepare(tenant, photo, collections)
+                    except FaceSearchError as exc:
+                        results.put_nowait(IndexResult(photo.external_id, error=exc))
+                        continue
+                    except Exception as exc:
+                        # E.g. the database is unreachable: this photo fails, the stream goes on.
+                        log.exception("preparing photo %r failed", photo.external_id)
+                        results.put_nowait(IndexResult(photo.external_id, error=exc))
+                        continue
+                    if prepared is None:
+                        results.put_nowait(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
+                        continue
+                    request_id = str(next(ids))
+                    pending[request_id] = prepared
+                    await to_embed.put(EmbedItem(request_id, photo.image, photo.options))
+            finally:
+                await to_embed.put(None)
+
+        async def queued() -> AsyncIterator[EmbedItem]:
+            while (item := await to_embed.get()) is not None:
+                yield item
+
+        async def embed_and_store() -> None:
+            try:
+                async for outcome in self._embedder.embed_stream(queued()):
+                    prepared = pending.pop(outcome.request_id)
+                    result = await self._store(prepared, outcome)
+                    if result.error is None and not prepared.collection.hnsw_indexed:
+                        touched.add(prepared.collection.id)
+                    results.put_nowait(result)
+            finally:
+                results.put_nowait(None)
+
+        tasks = [asyncio.create_task(intake()), asyncio.create_task(embed_and_store())]
+        try:
+            while (result := await results.get()) is not None:
+                yield result
+            for task in tasks:
+                await task  # surfaces an error of the request stream itself
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for collection_id in touched:
+            await self._maybe_build_hnsw(collection_id)
+
+    async def _prepare(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending | None:
+        """Validates a photo; None when its bytes are stored already (its metadata and time are
+        updated then, and the embedder is not called)."""
+        if photo.error is not None:
+            raise photo.error
+        validation.external_id(photo.external_id)
+        validation.metadata(photo.metadata, self._settings.max_metadata_bytes)
+        validation.image_bytes(photo.image)
+        collection = collections.get(photo.collection)
+        if collection is None:
+            collection = await self._repo.get_collection(tenant, validation.collection_name(photo.collection))
+            collections[photo.collection] = collection
+        content_hash = hashlib.sha256(photo.image).digest()
+        if await self._repo.photo_hash(collection.id, photo.external_id) == content_hash:
+            if await self._repo.touch_photo(collection.id, photo.external_id, photo.metadata, photo.taken_at):
+                return None
+        return _Pending(photo, collection, content_hash)
+
+    async def _store(self, prepared: _Pending, outcome: EmbedOutcome) -> IndexResult:
+        photo = prepared.photo
+        if outcome.error is not None:
+            return IndexResult(photo.external_id, error=outcome.error)
+        try:
+            kept, rejected = split_by_gates(outcome.faces, self.embedding_dim)
+            write = PhotoWrite(photo.external_id, prepared.content_hash, photo.metadata, photo.taken_at, kept)
+            outcomes = await self._repo.store_photos(prepared.collection.id, [write])
+        except FaceSearchError as exc:
+            return IndexResult(photo.external_id, error=exc)
+        except Exception as exc:
+            # This photo gets INTERNAL (with the traceback in the log); the stream goes on.
+            log.exception("storing photo %r failed", photo.external_id)
+            return IndexResult(photo.external_id, error=exc)
+        result_outcome = outcomes[photo.external_id]
+        stored = 0 if result_outcome is IndexOutcome.UNCHANGED else len(kept)
+        return IndexResult(
+            photo.external_id,
+            outcome=result_outcome,
+            faces_indexed=stored,
+            rejected=tuple(rejected),
+            no_face_reason=no_face_reason(kept, rejected),
+        )
+
+    async def delete_photo(self, collection: Collection, external_id: str) -> int:
+        """Deletes a photo with every face embedding derived from it; returns the faces deleted."""
+        return await self._repo.delete_photo(collection.id, validation.external_id(external_id))
+
+    async def _maybe_build_hnsw(self, collection_id: int) -> None:
+        """Large collections get their partial HNSW index, built in the background."""
+        thresholds = self._settings.thresholds
+        if collection_id in self._index_builds:
+            return
+        if await self._repo.count_photo_faces(collection_id) <= thresholds.hnsw_min_faces:
+            return
+        log.info("collection %d passed %d faces: building its HNSW index", collection_id, thresholds.hnsw_min_faces)
+        task = asyncio.create_task(
+            self._repo.build_hnsw_index(collection_id, thresholds.hnsw_m, thresholds.hnsw_ef_construction)
+        )
+        task.add_done_callback(_log_build_failure)
+        self._index_builds[collection_id] = task
+
+    async def close(self) -> None:
+        for task in self._index_builds.values():
+            task.cancel()
+        await asyncio.gather(*self._index_builds.values(), return_exceptions=True)

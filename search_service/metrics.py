@@ -1,0 +1,36 @@
+"""Prometheus metrics of the search service beyond the shared per-RPC ones: database query
+latency, connection-pool use and embedder call latency."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import Gauge, Histogram
+
+_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+DB_QUERY_LATENCY = Histogram(
+    "facesearch_search_db_query_seconds",
+    "Time of one repository operation against PostgreSQL, by operation.",
+    ["operation"],
+    buckets=_BUCKETS,
+)
+DB_POOL_SIZE = Gauge("facesearch_search_db_pool_size", "Connections open in the asyncpg pool.")
+DB_POOL_IN_USE = Gauge("facesearch_search_db_pool_in_use", "Connections of the asyncpg pool checked out.")
+EMBEDDER_CALL_LATENCY = Histogram(
+    "facesearch_search_embedder_call_seconds",
+    "Time of one embedder call (per image for EmbedStream), by method and status code.",
+    ["method", "code"],
+    buckets=_BUCKETS,
+)
+
+
+@contextmanager
+def timed_query(operation: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        DB_QUERY_LATENCY.labels(operation).observe(time.perf_counter() - started)

@@ -1,0 +1,142 @@
+"""Versioned schema migrations, applied at start-up under a PostgreSQL advisory lock so replicas
+starting together cannot race; each version runs in its own transaction and is recorded in
+`schema_migrations`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Width of the embedding column. The embedder's GetModelInfo must agree (server.py checks).
+EMBEDDING_DIM = 512
+
+# Any constant both replicas agree on; "facesearch" in ASCII, to stay clear of other users' locks.
+MIGRATION_LOCK_KEY = 0x66616365736561
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "collections, photos, persons, faces",
+        (
+            "CREATE EXTENSION IF NOT EXISTS vector",
+            """
+            CREATE TABLE collections (
+                id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                tenant text NOT NULL,
+                name text NOT NULL,
+                display_name text NOT NULL DEFAULT '',
+                settings jsonb NOT NULL DEFAULT '{}'::jsonb,
+                -- True once the collection's partial HNSW index exists (large collections only).
+                hnsw_indexed boolean NOT NULL DEFAULT false,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                UNIQUE (tenant, name)
+            )
+            """,
+            """
+            CREATE TABLE photos (
+                collection_id bigint NOT NULL REFERENCES collections (id) ON DELETE CASCADE,
+                id bigint GENERATED ALWAYS AS IDENTITY,
+                external_id text NOT NULL,
+                content_hash bytea NOT NULL,
+                metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+                -- When the photo was taken, or indexed when the caller did not say.
+                taken_at timestamptz NOT NULL DEFAULT now(),
+                created_at timestamptz NOT NULL DEFAULT now(),
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (collection_id, id),
+                UNIQUE (collection_id, external_id)
+            )
+            """,
+            """
+            CREATE TABLE persons (
+                collection_id bigint NOT NULL REFERENCES collections (id) ON DELETE CASCADE,
+                id bigint GENERATED ALWAYS AS IDENTITY,
+                external_id text NOT NULL,
+                metadata jsonb NOT NULL DEFAULT '{}'::jsonb,
+                -- The template face (a faces row with this person_id); NULL until one is enrolled.
+                best_face_id bigint,
+                template_quality real,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                updated_at timestamptz NOT NULL DEFAULT now(),
+                PRIMARY KEY (collection_id, id),
+                UNIQUE (collection_id, external_id)
+            )
+            """,
+            f"""
+            CREATE TABLE faces (
+                collection_id bigint NOT NULL REFERENCES collections (id) ON DELETE CASCADE,
+                id bigint GENERATED ALWAYS AS IDENTITY,
+                photo_id bigint,
+                person_id bigint,
+                box real[] NOT NULL,
+                landmarks real[],
+                det_score real NOT NULL,
+                blur_score real NOT NULL,
+                face_size real NOT NULL,
+                yaw real NOT NULL,
+                pitch real NOT NULL,
+                roll real NOT NULL,
+                quality_score real NOT NULL,
+                embedding vector({EMBEDDING_DIM}) NOT NULL,
+                PRIMARY KEY (collection_id, id),
+                FOREIGN KEY (collection_id, photo_id) REFERENCES photos (collection_id, id) ON DELETE CASCADE,
+                FOREIGN KEY (collection_id, person_id) REFERENCES persons (collection_id, id) ON DELETE CASCADE,
+                CHECK (photo_id IS NOT NULL OR person_id IS NOT NULL)
+            )
+            """,
+            # 2,052-byte vectors would go to TOAST by default and every exact scan would pay a
+            # detoast per row; PLAIN keeps them in the heap page (a row still fits one 8 KiB page).
+            "ALTER TABLE faces ALTER COLUMN embedding SET STORAGE PLAIN",
+            # The PK (collection_id, id) serves per-collection scans; these serve the cascades and
+            # the replace-a-photo's-faces path.
+            "CREATE INDEX faces_photo_idx ON faces (collection_id, photo_id) WHERE photo_id IS NOT NULL",
+            "CREATE INDEX faces_person_idx ON faces (collection_id, person_id) WHERE person_id IS NOT NULL",
+            "CREATE INDEX photos_metadata_idx ON photos USING gin (metadata jsonb_path_ops)",
+        ),
+    ),
+)
+
+
+async def migrate(conn: asyncpg.Connection, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[int]:
+    """Applies the migrations not yet recorded; returns the versions applied now."""
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_KEY)
+    try:
+        await conn.execute(
+            """
+            CREATE TABLE IF NOT EXISTS schema_migrations (
+                version integer PRIMARY KEY,
+                description text NOT NULL,
+                applied_at timestamptz NOT NULL DEFAULT now()
+            )
+            """
+        )
+        done = {row["version"] for row in await conn.fetch("SELECT version FROM schema_migrations")}
+        applied: list[int] = []
+        for migration in sorted(migrations, key=lambda m: m.version):
+            if migration.version in done:
+                continue
+            async with conn.transaction():
+                for statement in migration.statements:
+                    await conn.execute(statement)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, description) VALUES ($1, $2)",
+                    migration.version,
+                    migration.description,
+                )
+            log.info("applied migration %d: %s", migration.version, migration.description)
+            applied.append(migration.version)
+        return applied
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_KEY)

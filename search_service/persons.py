@@ -1,0 +1,122 @@
+"""The person registry: enrol with one or more photos keeping the best-quality face as the template,
+identify a face among a collection's persons (1:N), verify it against one person (1:1), delete."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from facesearch.errors import FaceSearchError, InvalidArgument
+from search_service import validation
+from search_service.config import SearchSettings
+from search_service.domain import (
+    DetectedFace,
+    EmbedOptions,
+    EnrollImageResult,
+    EnrollResult,
+    FaceSource,
+    IdentifyResult,
+    JsonObject,
+    QueryFace,
+    VerifyResult,
+)
+from search_service.embedder_client import EmbedderClient
+from search_service.faces import best_face
+from search_service.repository import Repository
+
+MAX_IDENTIFY_TOP_K = 100
+
+
+class PersonRegistry:
+    def __init__(
+        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+    ) -> None:
+        self._repo = repository
+        self._embedder = embedder
+        self._settings = settings
+        self.embedding_dim = embedding_dim
+
+    async def _image_face(self, image: bytes, index: int) -> tuple[DetectedFace | None, str]:
+        validation.image_bytes(image, index)
+        return best_face(await self._embedder.embed(image, EmbedOptions()))
+
+    async def enroll(
+        self, tenant: str, collection: str, external_id: str, images: list[bytes], metadata: JsonObject | None
+    ) -> EnrollResult:
+        validation.external_id(external_id)
+        validation.image_count(len(images))
+        if metadata is not None:
+            validation.metadata(metadata, self._settings.max_metadata_bytes)
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        outcomes = await asyncio.gather(
+            *(self._image_face(image, i) for i, image in enumerate(images)), return_exceptions=True
+        )
+        results: list[EnrollImageResult] = []
+        best: DetectedFace | None = None
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, InvalidArgument):
+                results.append(EnrollImageResult(error=outcome, face=None))
+                continue
+            if isinstance(outcome, BaseException):
+                raise outcome  # embedder down or overloaded: the whole call fails, nothing is written
+            face, reason = outcome
+            if face is None:
+                results.append(EnrollImageResult(error=InvalidArgument(f"image {index}: {reason}"), face=None))
+                continue
+            results.append(EnrollImageResult(error=None, face=QueryFace(face, index)))
+            if best is None or face.quality.score > best.quality.score:
+                best = face
+        if best is None:
+            reasons = "; ".join(r.error.message for r in results if isinstance(r.error, FaceSearchError))
+            raise InvalidArgument(f"no usable face in any enrolment image: {reasons}")
+        person, replaced, created = await self._repo.enroll_person(found.id, external_id, metadata, best)
+        return EnrollResult(person=person, template_replaced=replaced, created=created, images=results)
+
+    async def _query_vector(self, source: FaceSource) -> tuple[np.ndarray | None, QueryFace | None, str]:
+        if source.embedding is not None:
+            return validation.embedding(list(source.embedding), self.embedding_dim), None, ""
+        if source.image is not None:
+            face, reason = await self._image_face(source.image, 0)
+            if face is None:
+                return None, None, reason
+            return face.embedding, QueryFace(face, 0), ""
+        raise InvalidArgument("face must be given as an image or an embedding")
+
+    async def identify(
+        self, tenant: str, collection: str, source: FaceSource, top_k: int, threshold: float | None
+    ) -> IdentifyResult:
+        limit = validation.top_k(top_k, default=1, maximum=MAX_IDENTIFY_TOP_K)
+        threshold_value = validation.similarity(threshold, "threshold")
+        applied = self._settings.thresholds.identify if threshold_value is None else threshold_value
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        vector, query_face, reason = await self._query_vector(source)
+        if vector is None:
+            return IdentifyResult(candidates=[], threshold=applied, query_face=None, no_face_reason=reason)
+        candidates = await self._repo.identify(found.id, vector, 1.0 - applied, limit)
+        return IdentifyResult(candidates=candidates, threshold=applied, query_face=query_face)
+
+    async def verify(
+        self, tenant: str, collection: str, person_id: str, source: FaceSource, threshold: float | None
+    ) -> VerifyResult:
+        validation.external_id(person_id, "person_id")
+        threshold_value = validation.similarity(threshold, "threshold")
+        applied = self._settings.thresholds.verify if threshold_value is None else threshold_value
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        vector, query_face, reason = await self._query_vector(source)
+        if vector is None:
+            await self._repo.verify(found.id, person_id, np.ones(self.embedding_dim, dtype=np.float32))  # NOT_FOUND
+            return VerifyResult(match=False, similarity=0.0, threshold=applied, query_face=None, no_face_reason=reason)
+        _, similarity = await self._repo.verify(found.id, person_id, vector)
+        if similarity is None:
+            return VerifyResult(
+                match=False, similarity=0.0, threshold=applied, query_face=query_face, no_face_reason="no template"
+            )
+        return VerifyResult(
+            match=similarity >= applied, similarity=similarity, threshold=applied, query_face=query_face
+        )
+
+    async def delete(self, tenant: str, collection: str, external_id: str) -> int:
+        validation.external_id(external_id)
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        return await self._repo.delete_person(found.id, external_id)

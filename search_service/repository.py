@@ -1,0 +1,531 @@
+"""All SQL of the search service, over the asyncpg pool: collections, the bulk photo+faces write
+path (one transaction, faces by binary COPY), search queries, persons. Every value is a
+parameter; vectors go through pgvector's binary codec."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+
+import asyncpg
+import numpy as np
+
+from facesearch.errors import AlreadyExists, DeadlineExceeded, NotFound, Unavailable
+from search_service import sql
+from search_service.db import Database, PgvectorVersion
+from search_service.domain import (
+    Box,
+    Collection,
+    DetectedFace,
+    IndexOutcome,
+    JsonObject,
+    Person,
+    PersonMatch,
+    PhotoMatch,
+    PhotoWrite,
+    SearchFilter,
+)
+from search_service.metrics import timed_query
+
+# Building a large collection's HNSW index takes minutes, far past the statement timeout.
+INDEX_BUILD_TIMEOUT_S = 6 * 3600.0
+# First key of the (int, int) advisory lock a replica holds while building a collection's index.
+HNSW_BUILD_LOCK = 0x686E7377
+
+FACE_COLUMNS = (
+    "collection_id",
+    "photo_id",
+    "person_id",
+    "box",
+    "landmarks",
+    "det_score",
+    "blur_score",
+    "face_size",
+    "yaw",
+    "pitch",
+    "roll",
+    "quality_score",
+    "embedding",
+)
+
+
+def _face_record(collection_id: int, photo_id: int | None, person_id: int | None, face: DetectedFace) -> tuple:
+    q = face.quality
+    return (
+        collection_id,
+        photo_id,
+        person_id,
+        face.box.as_list(),
+        list(face.landmarks) or None,
+        face.det_score,
+        q.blur_score,
+        q.face_size,
+        q.yaw,
+        q.pitch,
+        q.roll,
+        q.score,
+        np.asarray(face.embedding, dtype=np.float32),
+    )
+
+
+def _collection(row: asyncpg.Record, counts: asyncpg.Record | None = None) -> Collection:
+    return Collection(
+        id=row["id"],
+        name=row["name"],
+        display_name=row["display_name"],
+        created_at=row["created_at"],
+        hnsw_indexed=row["hnsw_indexed"],
+        photo_count=counts["photos"] if counts else 0,
+        face_count=counts["faces"] if counts else 0,
+        person_count=counts["persons"] if counts else 0,
+    )
+
+
+def _person(row: asyncpg.Record) -> Person:
+    return Person(
+        id=row["id"],
+        external_id=row["external_id"],
+        metadata=json.loads(row["metadata"]),
+        template_quality=float(row["template_quality"] or 0.0),
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+_COUNTS_SQL = """
+    SELECT (SELECT count(*) FROM photos WHERE collection_id = $1) AS photos,
+           (SELECT count(*) FROM faces WHERE collection_id = $1) AS faces,
+           (SELECT count(*) FROM persons WHERE collection_id = $1) AS persons
+"""
+
+
+# Errors that mean "the database cannot be reached", not "the query is wrong".
+_UNREACHABLE = (
+    OSError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now
+)
+
+
+@contextmanager
+def _database_call(operation: str) -> Iterator[None]:
+    """Times one repository operation and turns an unreachable database into UNAVAILABLE (and a
+    statement past its timeout into DEADLINE_EXCEEDED) instead of an internal error."""
+    with timed_query(operation):
+        try:
+            yield
+        except _UNREACHABLE as exc:
+            raise Unavailable(f"the database is unavailable ({exc.__class__.__name__})") from exc
+        except TimeoutError as exc:
+            raise DeadlineExceeded("the database did not answer in time") from exc
+
+
+class Repository:
+    def __init__(self, database: Database) -> None:
+        self._db = database
+        self.pool = database.pool
+
+    @property
+    def pgvector(self) -> PgvectorVersion:
+        return self._db.pgvector
+
+    # --- collections -----------------------------------------------------------------------
+
+    async def create_collection(self, tenant: str, name: str, display_name: str) -> Collection:
+        with _database_call("create_collection"):
+            try:
+                row = await self.pool.fetchrow(
+                    "INSERT INTO collections (tenant, name, display_name) VALUES ($1, $2, $3) RETURNING *",
+                    tenant,
+                    name,
+                    display_name,
+                )
+            except asyncpg.UniqueViolationError:
+                raise AlreadyExists(f"collection {name!r} already exists") from None
+        return _collection(row)
+
+    async def get_collection(self, tenant: str, name: str, with_counts: bool = False) -> Collection:
+        """The tenant's collection; NOT_FOUND for a missing one or another tenant's."""
+        with _database_call("get_collection"):
+            async with self.pool.acquire() as conn:
+                row = await conn.fetchrow("SELECT * FROM collections WHERE tenant = $1 AND name = $2", tenant, name)
+                if row is None:
+                    raise NotFound(f"collection {name!r} not found")
+                counts = await conn.fetchrow(_COUNTS_SQL, row["id"]) if with_counts else None
+        return _collection(row, counts)
+
+    async def list_collections(self, tenant: str, after_name: str, limit: int) -> list[Collection]:
+        with _database_call("list_collections"):
+            rows = await self.pool.fetch(
+                """
+                SELECT c.*,
+                       (SELECT count(*) FROM photos WHERE collection_id = c.id) AS photos,
+                       (SELECT count(*) FROM faces WHERE collection_id = c.id) AS faces,
+                       (SELECT count(*) FROM persons WHERE collection_id = c.id) AS persons
+                FROM collections c WHERE c.tenant = $1 AND c.name > $2 ORDER BY c.name LIMIT $3
+                """,
+                tenant,
+                after_name,
+                limit,
+            )
+        return [_collection(row, row) for row in rows]
+
+    async def delete_collection(self, tenant: str, name: str) -> tuple[int, int, int]:
+        """Deletes the collection and (by cascade) everything in it; returns (photos, faces, persons)."""
+        with _database_call("delete_collection"):
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    row = await conn.fetchrow(
+                        "SELECT id, hnsw_indexed FROM collections WHERE tenant = $1 AND name = $2 FOR UPDATE",
+                        tenant,
+                        name,
+                    )
+                    if row is None:
+                        raise NotFound(f"collection {name!r} not found")
+                    counts = await conn.fetchrow(_COUNTS_SQL, row["id"])
+                    await conn.execute("DELETE FROM collections WHERE id = $1", row["id"])
+                if row["hnsw_indexed"]:
+                    # The partial index now covers no row; drop it so indexes don't pile up.
+                    await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {sql.hnsw_index_name(row['id'])}")
+        return counts["photos"], counts["faces"], counts["persons"]
+
+    async def count_photo_faces(self, collection_id: int) -> int:
+        with _database_call("count_faces"):
+            return await self.pool.fetchval(
+                "SELECT count(*) FROM faces WHERE collection_id = $1 AND photo_id IS NOT NULL", collection_id
+            )
+
+    async def build_hnsw_index(self, collection_id: int, m: int, ef_construction: int) -> bool:
+        """Builds the collection's partial HNSW index (without blocking writes), then flags the
+        collection so searches use it. False when another replica is building it right now."""
+        name = sql.hnsw_index_name(collection_id)
+        with _database_call("build_hnsw_index"):
+            async with self.pool.acquire() as conn:
+                # One builder per collection across replicas; the lock goes with the session.
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", HNSW_BUILD_LOCK, collection_id):
+                    return False
+                try:
+                    valid = await conn.fetchval(
+                        "SELECT i.indisvalid FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid "
+                        "WHERE c.relname = $1",
+                        name,
+                    )
+                    if valid is False:
+                        # An interrupted CONCURRENTLY build leaves an invalid index behind.
+                        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", timeout=INDEX_BUILD_TIMEOUT_S)
+                    ddl = sql.create_hnsw_index(collection_id, m, ef_construction)
+                    await conn.execute(ddl, timeout=INDEX_BUILD_TIMEOUT_S)
+                    # Fresh statistics, so the planner knows the collection is large and picks the index.
+                    await conn.execute("ANALYZE faces", timeout=INDEX_BUILD_TIMEOUT_S)
+                    await conn.execute("UPDATE collections SET hnsw_indexed = true WHERE id = $1", collection_id)
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1, $2)", HNSW_BUILD_LOCK, collection_id)
+        return True
+
+    # --- photos --------------------------------------------------------------------------
+
+    async def photo_hash(self, collection_id: int, external_id: str) -> bytes | None:
+        with _database_call("photo_hash"):
+            return await self.pool.fetchval(
+                "SELECT content_hash FROM photos WHERE collection_id = $1 AND external_id = $2",
+                collection_id,
+                external_id,
+            )
+
+    async def touch_photo(
+        self, collection_id: int, external_id: str, metadata: JsonObject, taken_at: datetime | None
+    ) -> bool:
+        """Updates metadata and time of an unchanged photo; False when it is gone."""
+        with _database_call("touch_photo"):
+            status = await self.pool.execute(
+                """
+                UPDATE photos SET metadata = $3::jsonb, taken_at = COALESCE($4, taken_at), updated_at = now()
+                WHERE collection_id = $1 AND external_id = $2
+                """,
+                collection_id,
+                external_id,
+                json.dumps(metadata),
+                taken_at,
+            )
+        return status != "UPDATE 0"
+
+    async def store_photos(self, collection_id: int, photos: Sequence[PhotoWrite]) -> dict[str, IndexOutcome]:
+        """The bulk write path, in ONE transaction: upserts the photos, replaces the faces of new
+        and changed ones (binary COPY), and only touches metadata of photos whose bytes did not
+        change. Either every photo is stored or none is."""
+        try:
+            return await self._store_photos(collection_id, photos)
+        except asyncpg.ForeignKeyViolationError:
+            raise NotFound("the collection was deleted while indexing") from None
+
+    async def _store_photos(self, collection_id: int, photos: Sequence[PhotoWrite]) -> dict[str, IndexOutcome]:
+        latest = {photo.external_id: photo for photo in photos}  # the last of duplicates wins
+        outcomes: dict[str, IndexOutcome] = {}
+        with _database_call("store_photos"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                existing = {
+                    row["external_id"]: row["content_hash"]
+                    for row in await conn.fetch(
+                        """
+                        SELECT p.external_id, p.content_hash
+                        FROM unnest($2::text[]) AS u(external_id)
+                        JOIN photos p ON p.collection_id = $1 AND p.external_id = u.external_id
+                        FOR UPDATE OF p
+                        """,
+                        collection_id,
+                        list(latest),
+                    )
+                }
+                unchanged = [p for p in latest.values() if existing.get(p.external_id) == p.content_hash]
+                to_write = [p for p in latest.values() if existing.get(p.external_id) != p.content_hash]
+                if unchanged:
+                    await conn.execute(
+                        """
+                        UPDATE photos p SET metadata = u.metadata::jsonb,
+                               taken_at = COALESCE(u.taken_at, p.taken_at), updated_at = now()
+                        FROM unnest($2::text[], $3::text[], $4::timestamptz[]) AS u(external_id, metadata, taken_at)
+                        WHERE p.collection_id = $1 AND p.external_id = u.external_id
+                        """,
+                        collection_id,
+                        [p.external_id for p in unchanged],
+                        [json.dumps(p.metadata) for p in unchanged],
+                        [p.taken_at for p in unchanged],
+                    )
+                    outcomes.update(dict.fromkeys((p.external_id for p in unchanged), IndexOutcome.UNCHANGED))
+                if not to_write:
+                    return outcomes
+                rows = await conn.fetch(
+                    """
+                    INSERT INTO photos (collection_id, external_id, content_hash, metadata, taken_at)
+                    SELECT $1, u.external_id, u.content_hash, u.metadata::jsonb, COALESCE(u.taken_at, now())
+                    FROM unnest($2::text[], $3::bytea[], $4::text[], $5::timestamptz[])
+                         AS u(external_id, content_hash, metadata, taken_at)
+                    ON CONFLICT (collection_id, external_id) DO UPDATE
+                    SET content_hash = EXCLUDED.content_hash, metadata = EXCLUDED.metadata,
+                        taken_at = EXCLUDED.taken_at, updated_at = now()
+                    RETURNING id, external_id, (xmax = 0) AS inserted
+                    """,
+                    collection_id,
+                    [p.external_id for p in to_write],
+                    [p.content_hash for p in to_write],
+                    [json.dumps(p.metadata) for p in to_write],
+                    [p.taken_at for p in to_write],
+                )
+                ids = {row["external_id"]: row["id"] for row in rows}
+                replaced = [row["id"] for row in rows if not row["inserted"]]
+                if replaced:
+                    await conn.execute(
+                        "DELETE FROM faces WHERE collection_id = $1 AND photo_id = ANY($2::bigint[])",
+                        collection_id,
+                        replaced,
+                    )
+                records = [
+                    _face_record(collection_id, ids[p.external_id], None, face) for p in to_write for face in p.faces
+                ]
+                if records:
+                    await conn.copy_records_to_table("faces", records=records, columns=FACE_COLUMNS)
+                for row in rows:
+                    outcomes[row["external_id"]] = IndexOutcome.CREATED if row["inserted"] else IndexOutcome.UPDATED
+        return outcomes
+
+    async def delete_photo(self, collection_id: int, external_id: str) -> int:
+        """Deletes a photo and (by cascade) its faces; returns the faces deleted."""
+        with _database_call("delete_photo"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    """
+                    SELECT p.id, (SELECT count(*) FROM faces f WHERE f.collection_id = p.collection_id
+                                  AND f.photo_id = p.id) AS faces
+                    FROM photos p WHERE p.collection_id = $1 AND p.external_id = $2 FOR UPDATE
+                    """,
+                    collection_id,
+                    external_id,
+                )
+                if row is None:
+                    raise NotFound(f"photo {external_id!r} not found")
+                await conn.execute("DELETE FROM photos WHERE collection_id = $1 AND id = $2", collection_id, row["id"])
+        return row["faces"]
+
+    # --- search --------------------------------------------------------------------------
+
+    async def search_exact(
+        self,
+        collection_id: int,
+        vectors: list[np.ndarray],
+        search_filter: SearchFilter,
+        max_distance: float | None,
+        cursor: sql.Cursor | None,
+        limit: int,
+    ) -> list[PhotoMatch]:
+        query, args = sql.exact_search(collection_id, vectors, search_filter, max_distance, cursor, limit)
+        with _database_call("search_exact"):
+            rows = await self.pool.fetch(query, *args)
+        return [
+            PhotoMatch(
+                photo_id=row["external_id"],
+                face_id=row["face_id"],
+                box=Box.from_list(row["box"]),
+                similarity=1.0 - row["distance"],
+                metadata=json.loads(row["metadata"]),
+                taken_at=row["taken_at"],
+                distance=row["distance"],
+                photo_key=row["photo_key"],
+            )
+            for row in rows
+        ]
+
+    async def exact_candidates(
+        self,
+        collection_id: int,
+        vectors: list[np.ndarray],
+        search_filter: SearchFilter,
+        max_distance: float | None,
+        limit: int,
+    ) -> list[asyncpg.Record]:
+        """Nearest faces by an exact scan, ordered by distance (not grouped)."""
+        query, args = sql.exact_candidates(collection_id, vectors, search_filter, max_distance, limit)
+        with _database_call("search_exact_candidates"):
+            return await self.pool.fetch(query, *args)
+
+    async def ann_candidates(
+        self,
+        collection_id: int,
+        vector: np.ndarray,
+        search_filter: SearchFilter,
+        limit: int,
+        ef_search: int,
+        iterative_scan: bool,
+    ) -> list[asyncpg.Record]:
+        """Nearest faces by the collection's HNSW index, ordered by distance (not grouped)."""
+        query, args = sql.ann_candidates(collection_id, vector, search_filter, limit)
+        with _database_call("search_ann"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                # SET takes no parameters; set_config does, and is_local=true scopes it to this
+                # transaction. Custom plans make the planner see the collection id, so the
+                # collection's partial index matches.
+                await conn.execute(
+                    "SELECT set_config('hnsw.ef_search', $1, true), "
+                    "set_config('plan_cache_mode', 'force_custom_plan', true)",
+                    str(ef_search),
+                )
+                if iterative_scan:
+                    await conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
+                return await conn.fetch(query, *args)
+
+    async def face_embedding(self, collection_id: int, face_id: int) -> np.ndarray:
+        with _database_call("face_embedding"):
+            value = await self.pool.fetchval(
+                "SELECT embedding FROM faces WHERE collection_id = $1 AND id = $2", collection_id, face_id
+            )
+        if value is None:
+            raise NotFound(f"face {face_id} not found")
+        return value.to_numpy()
+
+    # --- persons -------------------------------------------------------------------------
+
+    async def enroll_person(
+        self,
+        collection_id: int,
+        external_id: str,
+        metadata: JsonObject | None,
+        face: DetectedFace | None,
+    ) -> tuple[Person, bool, bool]:
+        """Creates or updates a person; `face` becomes the template when it beats the current one.
+        Returns (person, template_replaced, created)."""
+        with _database_call("enroll_person"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    """
+                    INSERT INTO persons (collection_id, external_id, metadata)
+                    VALUES ($1, $2, COALESCE($3::jsonb, '{}'::jsonb))
+                    ON CONFLICT (collection_id, external_id) DO UPDATE
+                    SET metadata = COALESCE($3::jsonb, persons.metadata)
+                    RETURNING *, (xmax = 0) AS created
+                    """,
+                    collection_id,
+                    external_id,
+                    None if metadata is None else json.dumps(metadata),
+                )
+                created = row["created"]
+                current = row["template_quality"]
+                replaced = face is not None and (row["best_face_id"] is None or face.quality.score > current)
+                if replaced:
+                    assert face is not None
+                    await conn.execute(
+                        "DELETE FROM faces WHERE collection_id = $1 AND person_id = $2", collection_id, row["id"]
+                    )
+                    face_id = await conn.fetchval(
+                        f"""
+                        INSERT INTO faces ({", ".join(FACE_COLUMNS)})
+                        VALUES ({", ".join(f"${i + 1}" for i in range(len(FACE_COLUMNS)))})
+                        RETURNING id
+                        """,
+                        *_face_record(collection_id, None, row["id"], face),
+                    )
+                    row = await conn.fetchrow(
+                        """
+                        UPDATE persons SET best_face_id = $3, template_quality = $4, updated_at = now()
+                        WHERE collection_id = $1 AND id = $2 RETURNING *
+                        """,
+                        collection_id,
+                        row["id"],
+                        face_id,
+                        face.quality.score,
+                    )
+        return _person(row), replaced, created
+
+    async def identify(
+        self, collection_id: int, vector: np.ndarray, max_distance: float, limit: int
+    ) -> list[PersonMatch]:
+        with _database_call("identify"):
+            rows = await self.pool.fetch(
+                """
+                SELECT p.*, f.embedding <=> $2 AS distance
+                FROM faces f JOIN persons p ON p.collection_id = f.collection_id AND p.id = f.person_id
+                WHERE f.collection_id = $1 AND f.person_id IS NOT NULL AND f.embedding <=> $2 <= $3
+                ORDER BY f.embedding <=> $2, p.id
+                LIMIT $4
+                """,
+                collection_id,
+                vector,
+                max_distance,
+                limit,
+            )
+        return [PersonMatch(person=_person(row), similarity=1.0 - row["distance"]) for row in rows]
+
+    async def verify(self, collection_id: int, external_id: str, vector: np.ndarray) -> tuple[Person, float | None]:
+        """The person and the query's similarity to their template (None without a template)."""
+        with _database_call("verify"):
+            row = await self.pool.fetchrow(
+                """
+                SELECT p.*, f.embedding <=> $3 AS distance
+                FROM persons p LEFT JOIN faces f ON f.collection_id = p.collection_id AND f.id = p.best_face_id
+                WHERE p.collection_id = $1 AND p.external_id = $2
+                """,
+                collection_id,
+                external_id,
+                vector,
+            )
+        if row is None:
+            raise NotFound(f"person {external_id!r} not found")
+        return _person(row), None if row["distance"] is None else 1.0 - row["distance"]
+
+    async def delete_person(self, collection_id: int, external_id: str) -> int:
+        """Deletes a person and (by cascade) their template; returns the faces deleted."""
+        with _database_call("delete_person"):
+            async with self.pool.acquire() as conn, conn.transaction():
+                row = await conn.fetchrow(
+                    """
+                    SELECT p.id, (SELECT count(*) FROM faces f WHERE f.collection_id = p.collection_id
+                                  AND f.person_id = p.id) AS faces
+                    FROM persons p WHERE p.collection_id = $1 AND p.external_id = $2 FOR UPDATE
+                    """,
+                    collection_id,
+                    external_id,
+                )
+                if row is None:
+                    raise NotFound(f"person {external_id!r} not found")
+                await conn.execute("DELETE FROM persons WHERE collection_id = $1 AND id = $2", collection_id, row["id"])
+        return row["faces"]

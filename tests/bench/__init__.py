@@ -1,0 +1,1 @@
+"""Benchmarks and their helpers (not collected by pytest: see norecursedirs in pyproject.toml)."""

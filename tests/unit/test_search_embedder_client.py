@@ -1,0 +1,48 @@
+"""The embedder client's channel configuration and how embedder failures become domain errors."""
+
+from __future__ import annotations
+
+import json
+
+import grpc
+import numpy as np
+
+from facesearch.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from facesearch.v1 import face_pb2
+from search_service.domain import EmbedOptions
+from search_service.embedder_client import _error_of, face_from_proto, options_to_proto, service_config
+
+
+def test_service_config_balances_and_retries_unavailable() -> None:
+    config = json.loads(service_config(4))
+    assert config["loadBalancingConfig"] == [{"round_robin": {}}]
+    (method,) = config["methodConfig"]
+    assert method["name"] == [{"service": "facesearch.v1.EmbedderService"}]
+    assert method["retryPolicy"]["maxAttempts"] == 4
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+
+
+def test_embedder_failures_map_to_domain_errors() -> None:
+    assert isinstance(_error_of(grpc.StatusCode.INVALID_ARGUMENT, "not an image", "t"), InvalidArgument)
+    assert isinstance(_error_of(grpc.StatusCode.RESOURCE_EXHAUSTED, "queue full", "t"), ResourceExhausted)
+    assert isinstance(_error_of(grpc.StatusCode.DEADLINE_EXCEEDED, "", "t"), DeadlineExceeded)
+    down = _error_of(grpc.StatusCode.UNAVAILABLE, "connection refused", "dns:///embedder:50051")
+    assert isinstance(down, Unavailable)
+    assert "dns:///embedder:50051" in down.message and "nothing was written" in down.message
+
+
+def test_options_and_faces_convert() -> None:
+    message = options_to_proto(EmbedOptions(max_faces=3, min_face_size=40.0))
+    assert message.max_faces == 3 and message.min_face_size == 40.0
+    assert not message.HasField("min_blur_score")  # unset stays unset: the embedder's default applies
+    face = face_pb2.Face(
+        box=face_pb2.BoundingBox(x1=1, y1=2, x2=3, y2=4),
+        det_score=0.9,
+        quality=face_pb2.Quality(passed=False, failures=[face_pb2.QUALITY_FAILURE_BLURRY]),
+        embedding=[0.6, 0.8],
+        landmarks=[face_pb2.Point(x=1, y=2)],
+    )
+    converted = face_from_proto(face)
+    assert converted.box.as_list() == [1, 2, 3, 4]
+    assert converted.quality.failures == ("QUALITY_FAILURE_BLURRY",)
+    assert converted.embedding.dtype == np.float32 and converted.landmarks == (1.0, 2.0)
