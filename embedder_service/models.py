@@ -87,8 +87,8 @@ def _missing_message(pack_dir: Path, settings: EmbedderSettings, why: str) -> st
         f"Model pack {settings.model_pack!r} not found: looked for *.onnx files in {pack_dir} and {why}. "
         f"Provide the files by unpacking insightface's {settings.model_pack}.zip into that directory, or set "
         f"EMBEDDER_MODELS_DIR to a directory holding {settings.model_pack}/*.onnx (EMBEDDER_MODEL_PACK picks "
-        "another pack). To try the stack without real weights, write a synthetic pack with "
-        "`python -m tests.model_pack DIR` and set EMBEDDER_MODELS_DIR=DIR."
+        "another pack). To try the stack without real weights, run `facesearch up --demo-pack` (or write a "
+        "synthetic pack with `python -m tests.model_pack DIR` and set EMBEDDER_MODELS_DIR=DIR)."
     )
 
 

@@ -26,7 +26,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def test_process_serves_and_stops_on_sigterm(pg_server) -> None:
+def test_process_serves_and_stops_on_sigterm(pg_server, tmp_path) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -37,9 +37,9 @@ def test_process_serves_and_stops_on_sigterm(pg_server) -> None:
         "SEARCH_EMBEDDER_TARGET": f"127.0.0.1:{free_port()}",  # nothing there: search by embedding only
         "SEARCH_SHUTDOWN_GRACE_S": "2",
     }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "search_service"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-    )
+    log_path = tmp_path / "search.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "search_service"], env=env, stdout=log, stderr=log)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             health = health_pb2_grpc.HealthStub(channel)
@@ -53,7 +53,7 @@ def test_process_serves_and_stops_on_sigterm(pg_server) -> None:
                 if status == health_pb2.HealthCheckResponse.SERVING:
                     break
                 time.sleep(0.2)
-            assert status == health_pb2.HealthCheckResponse.SERVING, process.stdout.read() if process.stdout else ""
+            assert status == health_pb2.HealthCheckResponse.SERVING, log_path.read_text(errors="replace")[-3000:]
             # Reflection: tools such as grpcurl and ghz work without the .proto files.
             services = ProtoReflectionDescriptorDatabase(channel).get_services()
             assert "facesearch.v1.FaceSearchService" in services
@@ -92,7 +92,7 @@ async def test_database_down_is_unavailable(tmp_path, embedder_server) -> None:
 
 
 def _postgres_running(data_dir: str) -> bool:
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     return any("postgres" in line and data_dir in line for line in out.splitlines())
 
 
@@ -112,23 +112,29 @@ def test_sigterm_during_start_up_stops_the_embedded_database(tmp_path) -> None:
             "SEARCH_EMBEDDER_TARGET": f"127.0.0.1:{silent.getsockname()[1]}",
         }
         env.pop("SEARCH_DATABASE_URL", None)
-        process = subprocess.Popen(
-            [sys.executable, "-m", "search_service"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-        )
+        # A file, not a pipe: nobody reads a pipe while we wait, and a full one would block the child.
+        log_path = tmp_path / "search.log"
+        with log_path.open("wb") as log:
+            process = subprocess.Popen([sys.executable, "-m", "search_service"], env=env, stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 60
             while not _postgres_running(data_dir) and time.monotonic() < deadline and process.poll() is None:
                 time.sleep(0.1)
-            assert _postgres_running(data_dir), process.stdout.read() if process.stdout else ""
+            assert _postgres_running(data_dir), log_path.read_text(errors="replace")[-3000:]
             time.sleep(0.5)  # migrations done or not: start-up is still waiting on the embedder
             process.send_signal(signal.SIGTERM)
-            output = process.communicate(timeout=60)[0].decode(errors="replace")
-            assert process.returncode == 0, output
+            process.wait(timeout=60)
+            output = log_path.read_text(errors="replace")
+            assert process.returncode == 0, output[-3000:]
             assert "stopped during start-up" in output
         finally:
             if process.poll() is None:
-                process.kill()
-                process.wait()
+                process.terminate()  # lets it stop its PostgreSQL; kill only if that hangs
+                try:
+                    process.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
     deadline = time.monotonic() + 20
     while _postgres_running(data_dir) and time.monotonic() < deadline:
         time.sleep(0.2)
