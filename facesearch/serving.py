@@ -129,6 +129,7 @@ class ServerOptions:
     port: int
     max_message_bytes: int
     max_connection_age_s: float
+    max_connection_age_grace_s: float
     keepalive_time_s: float
     keepalive_timeout_s: float
 
@@ -139,7 +140,7 @@ class ServerOptions:
             # Close connections after a while (with a grace) so clients re-resolve DNS and new
             # pods behind a headless Service get traffic.
             ("grpc.max_connection_age_ms", int(self.max_connection_age_s * 1000)),
-            ("grpc.max_connection_age_grace_ms", 30_000),
+            ("grpc.max_connection_age_grace_ms", int(self.max_connection_age_grace_s * 1000)),
             ("grpc.keepalive_time_ms", int(self.keepalive_time_s * 1000)),
             ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout_s * 1000)),
             ("grpc.http2.min_ping_interval_without_data_ms", 5_000),

@@ -109,6 +109,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
             port=settings.grpc_port,
             max_message_bytes=settings.max_message_bytes,
             max_connection_age_s=settings.max_connection_age_s,
+            max_connection_age_grace_s=settings.max_connection_age_grace_s,
             keepalive_time_s=settings.keepalive_time_s,
             keepalive_timeout_s=settings.keepalive_timeout_s,
         ),
