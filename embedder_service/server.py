@@ -46,15 +46,7 @@ async def start_server(settings: EmbedderSettings) -> EmbedderServer:
     servicer = EmbedderServicer()
     grpc_server = GrpcServer(
         "embedder",
-        ServerOptions(
-            host=settings.grpc_host,
-            port=settings.grpc_port,
-            max_message_bytes=settings.max_message_bytes,
-            max_connection_age_s=settings.max_connection_age_s,
-            max_connection_age_grace_s=settings.max_connection_age_grace_s,
-            keepalive_time_s=settings.keepalive_time_s,
-            keepalive_timeout_s=settings.keepalive_timeout_s,
-        ),
+        ServerOptions.from_settings(settings),
     )
     grpc_server.add_service(SERVICE_NAME, embedder_pb2_grpc.add_EmbedderServiceServicer_to_server, servicer)
     port = await grpc_server.start()

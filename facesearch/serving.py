@@ -133,6 +133,19 @@ class ServerOptions:
     keepalive_time_s: float
     keepalive_timeout_s: float
 
+    @classmethod
+    def from_settings(cls, settings: Any) -> ServerOptions:
+        """From a service's settings class: both name these fields alike (grpc_host, grpc_port, ...)."""
+        return cls(
+            host=settings.grpc_host,
+            port=settings.grpc_port,
+            max_message_bytes=settings.max_message_bytes,
+            max_connection_age_s=settings.max_connection_age_s,
+            max_connection_age_grace_s=settings.max_connection_age_grace_s,
+            keepalive_time_s=settings.keepalive_time_s,
+            keepalive_timeout_s=settings.keepalive_timeout_s,
+        )
+
     def channel_args(self) -> list[tuple[str, int]]:
         return [
             ("grpc.max_receive_message_length", self.max_message_bytes),

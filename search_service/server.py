@@ -104,15 +104,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     )
     server = GrpcServer(
         "search",
-        ServerOptions(
-            host=settings.grpc_host,
-            port=settings.grpc_port,
-            max_message_bytes=settings.max_message_bytes,
-            max_connection_age_s=settings.max_connection_age_s,
-            max_connection_age_grace_s=settings.max_connection_age_grace_s,
-            keepalive_time_s=settings.keepalive_time_s,
-            keepalive_timeout_s=settings.keepalive_timeout_s,
-        ),
+        ServerOptions.from_settings(settings),
     )
     server.add_service(SERVICE_NAME, search_pb2_grpc.add_FaceSearchServiceServicer_to_server, servicer)
     port = await server.start()
