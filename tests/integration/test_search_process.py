@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import grpc
 import pgserver
@@ -92,8 +93,15 @@ async def test_database_down_is_unavailable(tmp_path, embedder_server) -> None:
 
 
 def _postgres_running(data_dir: str) -> bool:
-    out = subprocess.run(["ps", "-ww", "-eo", "args"], capture_output=True, text=True, check=True).stdout
-    return any("postgres" in line and data_dir in line for line in out.splitlines())
+    """Whether a postgres process serves data_dir, read from /proc (no `ps` on a minimal machine)."""
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # the process ended while we looked
+        if "postgres" in args and data_dir in args:
+            return True
+    return False
 
 
 def test_sigterm_during_start_up_stops_the_embedded_database(tmp_path) -> None:

@@ -11,16 +11,14 @@ from pathlib import Path
 import pytest
 
 from facesearch import codegen
+from tests.tools import venv_tool
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-BUF = REPO_ROOT / ".tools" / "node_modules" / ".bin" / "buf"
 
 
 @pytest.fixture(scope="module")
-def buf() -> Path:
-    if not BUF.exists():
-        pytest.fail(f"buf not found at {BUF}: run `make buf` (make test does it)")
-    return BUF
+def buf() -> str:
+    return venv_tool("buf")
 
 
 def test_committed_stubs_match_regenerated(tmp_path: Path) -> None:
@@ -34,12 +32,12 @@ def test_committed_stubs_match_regenerated(tmp_path: Path) -> None:
     assert not mismatch and not errors, f"stale stubs {mismatch + errors}: run `make protos` and commit"
 
 
-def test_buf_lint_is_clean(buf: Path) -> None:
+def test_buf_lint_is_clean(buf: str) -> None:
     result = subprocess.run([buf, "lint"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_no_breaking_change_against_main(buf: Path) -> None:
+def test_no_breaking_change_against_main(buf: str) -> None:
     has_main = subprocess.run(
         ["git", "rev-parse", "--verify", "--quiet", "refs/heads/main"], cwd=REPO_ROOT, capture_output=True
     )
