@@ -33,13 +33,11 @@ def decode(token: str, bound_to: str, fields: dict[str, type]) -> dict[str, Any]
         position, query = payload["p"], payload["q"]
     except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
         raise InvalidArgument("page_token is not a token this service issued") from None
-    if not isinstance(position, dict) or any(
-        type(position.get(name)) is not kind
-        for name, kind in fields.items()  # bool is no int here
-    ):
-        raise InvalidArgument("page_token is not a token this service issued")
     if query != bound_to:
         raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
+    # type(), not isinstance(): a bool is no int here.
+    if not isinstance(position, dict) or any(type(position.get(name)) is not kind for name, kind in fields.items()):
+        raise InvalidArgument("page_token is not a token this service issued")
     return position
 
 
