@@ -182,11 +182,22 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
 
 
+def _whole_numbers(value: Any) -> Any:
+    """Struct numbers are doubles: 2024.0 reads better as 2024."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {k: _whole_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers(v) for v in value]
+    return value
+
+
 def struct_text(message: struct_pb2.Struct, limit: int = 60) -> str:
     """Metadata as one short line for a table."""
     if not message.fields:
         return ""
-    text = compact_json(json_format.MessageToDict(message))
+    text = compact_json(_whole_numbers(json_format.MessageToDict(message)))
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 

@@ -70,7 +70,7 @@ async def test_index_then_search(
 
     # Another tenant does not see the collection.
     code = await cli(["search", name, str(me), "--target", search_server.target, "--tenant", "someone-else"])
-    assert code == 1
+    assert code == 3  # not found
     assert "NOT_FOUND" in capsys.readouterr().err
 
 
