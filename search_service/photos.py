@@ -46,14 +46,20 @@ class ResponseBudget:
         self.left -= size
         return True
 
+    def force(self, size: int) -> None:
+        """Counts what must go out anyway (a page's first photo)."""
+        self.left = max(0, self.left - size)
+
 
 def fit_photo(photo: Photo, budget: ResponseBudget, first: bool) -> Photo | None:
     """The photo as it fits the budget: None when it does not (the first photo of a page always
     does), thumbnails left out (`has_thumbnail` still says they exist) once they no longer fit."""
     size = PHOTO_OVERHEAD_BYTES + len(photo.external_id) + len(json.dumps(photo.metadata))
     size += FACE_OVERHEAD_BYTES * len(photo.faces)
-    if not budget.take(size) and not first:
-        return None
+    if not budget.take(size):
+        if not first:
+            return None
+        budget.force(size)
     faces = tuple(
         face if not face.thumbnail or budget.take(len(face.thumbnail)) else replace(face, thumbnail=b"")
         for face in photo.faces
