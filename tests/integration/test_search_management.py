@@ -16,7 +16,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from PIL import Image
 
 from facesearch.v1 import face_pb2, search_pb2, search_pb2_grpc
-from tests.faces import FaceSpec, blank_photo, decode, make_photo, noise_photo, selfie
+from tests.faces import FaceSpec, decode, make_photo, noise_photo, selfie
 from tests.fixtures.search import RunningSearch, search_database_url, search_running
 from tests.integration.test_search_service import (
     EVENT,
@@ -156,12 +156,12 @@ async def test_list_photos_pages_in_order_with_faces_and_filters(stub) -> None:
     )
 
 
-async def test_list_photos_pages_stay_under_four_mebibytes(stub) -> None:
-    """~3.6 MB of metadata in 240 photos: one page of 1000 would pass 4 MiB; pages stop early and
-    still cover every photo once."""
+async def test_pages_stay_under_four_mebibytes(stub) -> None:
+    """~3.6 MB of metadata in 240 photos of one face: one page of 1000 photos or matches would pass
+    4 MiB; ListPhotos and Search pages stop early and still cover every photo once."""
     name = unique("big-metadata")
     await stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name))
-    image = blank_photo(size=(32, 32))
+    image = make_photo([FaceSpec(48, 48, 30, 61)], size=(96, 96))
     results = await index(
         stub,
         [
@@ -171,20 +171,25 @@ async def test_list_photos_pages_stay_under_four_mebibytes(stub) -> None:
             for i in range(240)
         ],
     )
-    assert all(r.status.code == 0 for r in results.values())
-    request = search_pb2.ListPhotosRequest(collection=name, page_size=1000, order=search_pb2.PHOTO_ORDER_EXTERNAL_ID)
-    seen: list[str] = []
-    pages = 0
-    while True:
-        reply = await stub.ListPhotos(request)
-        assert reply.ByteSize() < 4 * 1024 * 1024
-        seen += [p.external_id for p in reply.photos]
-        pages += 1
-        if not reply.next_page_token:
-            break
-        request.page_token = reply.next_page_token
-    assert pages >= 2
-    assert seen == [f"x{i:03d}" for i in range(240)]
+    assert all(r.status.code == 0 and r.faces_indexed == 1 for r in results.values())
+    listing = search_pb2.ListPhotosRequest(collection=name, page_size=1000, order=search_pb2.PHOTO_ORDER_EXTERNAL_ID)
+    query = search_pb2.SearchRequest(collection=name, image=search_pb2.ImageQuery(image=selfie(61)), top_k=1000)
+    for call, request, items in (
+        (stub.ListPhotos, listing, lambda reply: [p.external_id for p in reply.photos]),
+        (stub.Search, query, lambda reply: [m.photo_id for m in reply.matches]),
+    ):
+        seen: list[str] = []
+        pages = 0
+        while True:
+            reply = await call(request)
+            assert reply.ByteSize() < 4 * 1024 * 1024
+            seen += items(reply)
+            pages += 1
+            if not reply.next_page_token:
+                break
+            request.page_token = reply.next_page_token
+        assert pages >= 2
+        assert sorted(seen) == [f"x{i:03d}" for i in range(240)]
 
 
 async def test_get_and_update_photo(stub) -> None:
