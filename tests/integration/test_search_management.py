@@ -4,6 +4,7 @@ CompareFaces and DetectFaces, each with its tenancy and bad-input statuses."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -584,6 +585,33 @@ async def test_list_get_update_persons(stub) -> None:
         (stub.UpdatePerson, search_pb2.UpdatePersonRequest(collection=name, external_id="alice")),
     ):
         await expect(grpc.StatusCode.NOT_FOUND, call, request)  # another tenant
+
+
+async def test_list_persons_pages_stay_under_four_mebibytes(stub) -> None:
+    name = unique("big-registry")
+    await stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name))
+    image = make_photo([FaceSpec(48, 48, 30, 62)], size=(96, 96))
+    gate = asyncio.Semaphore(8)
+
+    async def enroll(i: int) -> None:
+        async with gate:
+            await stub.EnrollPerson(
+                search_pb2.EnrollPersonRequest(
+                    collection=name, external_id=f"p{i:03d}", images=[image], metadata=struct(blob="m" * 15_000)
+                )
+            )
+
+    await asyncio.gather(*(enroll(i) for i in range(240)))
+    request = search_pb2.ListPersonsRequest(collection=name, page_size=1000)
+    seen: list[str] = []
+    while True:
+        reply = await stub.ListPersons(request)
+        assert reply.ByteSize() < 4 * 1024 * 1024
+        seen += [p.external_id for p in reply.persons]
+        if not reply.next_page_token:
+            break
+        request.page_token = reply.next_page_token
+    assert seen == [f"p{i:03d}" for i in range(240)] and len(seen) > len(reply.persons)
 
 
 def face(image: bytes | None = None, embedding: list[float] | None = None) -> search_pb2.FaceQuery:
