@@ -1,17 +1,31 @@
-"""The `facesearch` command for people at a terminal: `up` runs the stack locally, `index` and
-`search` talk to a running search service."""
+"""The `facesearch` command for people at a terminal and shell scripts: `up` runs the stack locally;
+the other commands talk to a running search service (tables by default, --json for scripts)."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 import sys
+from importlib import metadata
 
-COMMANDS = ("up", "index", "search")
+COMMANDS = ("up", "collections", "index", "search", "photos", "persons", "compare", "detect")
+EPILOG = """exit codes: 0 done; 1 the call failed or some photos did not index; 2 bad usage or invalid
+input; 3 not found; 4 service unavailable or too slow; 5 compare/verify found no match; 130 interrupted.
+Connection: --target/--tenant, or FACESEARCH_TARGET/FACESEARCH_TENANT."""
+
+
+def version() -> str:
+    try:
+        return metadata.version("facesearch")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facesearch", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="facesearch", description=__doc__, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"facesearch {version()}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
         importlib.import_module(f"facesearch.commands.{name}").add_parser(subparsers)

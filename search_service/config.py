@@ -44,6 +44,20 @@ class SearchThresholds(BaseModel):
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
 
 
+class ThumbnailSettings(BaseModel):
+    """Face thumbnails: a small JPEG of each stored face, cut from the photo at indexing. Off by
+    default to keep storage small (about 3-6 KB a face at 112 px)."""
+
+    enabled: bool = False
+    # Longest side, pixels.
+    size: int = Field(default=112, ge=16, le=256)
+    jpeg_quality: int = Field(default=85, ge=30, le=95)
+    # Context kept around the face box, as a fraction of its larger side on each side.
+    margin: float = Field(default=0.2, ge=0.0, le=1.0)
+    # Threads decoding photos and encoding thumbnails.
+    workers: int = Field(default=2, ge=1, le=64)
+
+
 class SearchSettings(BaseSettings):
     """Everything the search service can be told; `SEARCH_` prefix, `__` for nested groups."""
 
@@ -63,6 +77,7 @@ class SearchSettings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
 
     thresholds: SearchThresholds = SearchThresholds()
+    thumbnails: ThumbnailSettings = ThumbnailSettings()
     # Tenant used when a call carries no `x-tenant-id` metadata; empty = the header is required.
     default_tenant: str = "default"
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)

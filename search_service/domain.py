@@ -87,6 +87,8 @@ class PhotoInput:
     metadata: JsonObject = field(default_factory=dict)
     taken_at: datetime | None = None
     options: EmbedOptions = EmbedOptions()
+    # Store face thumbnails; None = the server's setting.
+    store_thumbnails: bool | None = None
     # Set when the request could not even be converted (e.g. a timestamp out of range): the photo
     # gets this error as its result and the stream goes on.
     error: Exception | None = None
@@ -101,6 +103,8 @@ class PhotoWrite:
     metadata: JsonObject
     taken_at: datetime | None
     faces: list[DetectedFace]
+    # JPEG thumbnails, one per face (None where cutting one failed); empty when not stored.
+    thumbnails: tuple[bytes | None, ...] = ()
 
 
 class IndexOutcome(StrEnum):
@@ -139,6 +143,7 @@ class PhotoMatch:
     # Internal keys of the keyset cursor.
     distance: float = 0.0
     photo_key: int = 0
+    thumbnail: bytes = b""
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,15 @@ class SearchResult:
 
 
 @dataclass(frozen=True)
+class TemplateFace:
+    """The face a person's template came from."""
+
+    box: Box
+    det_score: float
+    quality: FaceQuality
+
+
+@dataclass(frozen=True)
 class Person:
     external_id: str
     metadata: JsonObject
@@ -163,6 +177,8 @@ class Person:
     created_at: datetime
     updated_at: datetime
     id: int = 0
+    # Filled where the caller asked for it (GetPerson, ListPersons).
+    template: TemplateFace | None = None
 
 
 @dataclass(frozen=True)
@@ -222,6 +238,7 @@ class SearchQuery:
     min_similarity: float | None = None
     filter: SearchFilter = SearchFilter()
     page_token: str = ""
+    include_thumbnails: bool = False
 
 
 @dataclass(frozen=True)
@@ -230,3 +247,75 @@ class FaceSource:
 
     image: bytes | None = None
     embedding: tuple[float, ...] | None = None
+
+
+@dataclass(frozen=True)
+class StoredFace:
+    """A face stored for a photo."""
+
+    id: int
+    box: Box
+    det_score: float
+    quality: FaceQuality
+    has_thumbnail: bool = False
+    thumbnail: bytes = b""
+
+
+@dataclass(frozen=True)
+class Photo:
+    """An indexed photo with its stored faces."""
+
+    external_id: str
+    metadata: JsonObject
+    taken_at: datetime
+    created_at: datetime
+    updated_at: datetime
+    faces: tuple[StoredFace, ...] = ()
+    id: int = 0
+
+
+class PhotoOrder(StrEnum):
+    NEWEST = "newest"
+    EXTERNAL_ID = "external_id"
+
+
+@dataclass(frozen=True)
+class PhotoListQuery:
+    collection: str
+    page_size: int = 0
+    page_token: str = ""
+    order: PhotoOrder = PhotoOrder.NEWEST
+    filter: SearchFilter = SearchFilter()
+    include_thumbnails: bool = False
+
+
+@dataclass(frozen=True)
+class PhotoPage:
+    photos: list[Photo]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class PhotoUpdate:
+    """Which fields of a photo to change ("metadata", "taken_time") and their new values; an unset
+    taken time goes back to the index time."""
+
+    fields: frozenset[str]
+    metadata: JsonObject = field(default_factory=dict)
+    taken_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class PersonPage:
+    persons: list[Person]
+    next_page_token: str = ""
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    match: bool
+    similarity: float
+    threshold: float
+    first_face: QueryFace | None
+    second_face: QueryFace | None
+    no_face_reason: str = ""

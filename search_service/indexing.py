@@ -17,6 +17,7 @@ from search_service.config import SearchSettings
 from search_service.domain import Collection, DetectedFace, IndexOutcome, IndexResult, PhotoInput, PhotoWrite
 from search_service.embedder_client import EmbedderClient, EmbedItem, EmbedOutcome
 from search_service.repository import Repository
+from search_service.thumbnails import ThumbnailCutter
 
 log = logging.getLogger(__name__)
 
@@ -55,12 +56,18 @@ def _log_build_failure(task: asyncio.Task[bool]) -> None:
 
 class Indexer:
     def __init__(
-        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+        self,
+        repository: Repository,
+        embedder: EmbedderClient,
+        settings: SearchSettings,
+        embedding_dim: int,
+        thumbnails: ThumbnailCutter | None = None,
     ) -> None:
         self._repo = repository
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
+        self._thumbnails = thumbnails
         self._index_builds: dict[int, asyncio.Task[bool]] = {}
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
@@ -146,7 +153,10 @@ class Indexer:
             return IndexResult(photo.external_id, error=outcome.error)
         try:
             kept, rejected = split_by_gates(outcome.faces, self.embedding_dim)
-            write = PhotoWrite(photo.external_id, prepared.content_hash, photo.metadata, photo.taken_at, kept)
+            thumbnails = await self._cut_thumbnails(photo, kept)
+            write = PhotoWrite(
+                photo.external_id, prepared.content_hash, photo.metadata, photo.taken_at, kept, thumbnails
+            )
             outcomes = await self._repo.store_photos(prepared.collection.id, [write])
         except FaceSearchError as exc:
             return IndexResult(photo.external_id, error=exc)
@@ -163,6 +173,12 @@ class Indexer:
             rejected=tuple(rejected),
             no_face_reason=no_face_reason(kept, rejected),
         )
+
+    async def _cut_thumbnails(self, photo: PhotoInput, faces: list[DetectedFace]) -> tuple[bytes | None, ...]:
+        wanted = self._settings.thumbnails.enabled if photo.store_thumbnails is None else photo.store_thumbnails
+        if not wanted or self._thumbnails is None:
+            return ()
+        return await self._thumbnails.cut(photo.image, [face.box for face in faces])
 
     async def delete_photo(self, collection: Collection, external_id: str) -> int:
         """Deletes a photo with every face embedding derived from it; returns the faces deleted."""

@@ -106,6 +106,25 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX photos_metadata_idx ON photos USING gin (metadata jsonb_path_ops)",
         ),
     ),
+    Migration(
+        2,
+        "face thumbnails; photos listed newest first",
+        (
+            # A table of its own keeps faces rows (scanned by every exact search) narrow; the
+            # cascade erases a thumbnail with its face, photo or collection.
+            """
+            CREATE TABLE face_thumbnails (
+                collection_id bigint NOT NULL,
+                face_id bigint NOT NULL,
+                jpeg bytea NOT NULL,
+                PRIMARY KEY (collection_id, face_id),
+                FOREIGN KEY (collection_id, face_id) REFERENCES faces (collection_id, id) ON DELETE CASCADE
+            )
+            """,
+            # ListPhotos' default order, paged by keyset.
+            "CREATE INDEX photos_taken_idx ON photos (collection_id, taken_at DESC, id DESC)",
+        ),
+    ),
 )
 
 

@@ -1,45 +1,58 @@
 """The person registry: enrol with one or more photos keeping the best-quality face as the template,
-identify a face among a collection's persons (1:N), verify it against one person (1:1), delete."""
+identify a face among a collection's persons (1:N), verify it against one person (1:1), list, get,
+update metadata, delete."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 
 from facesearch.errors import FaceSearchError, InvalidArgument
-from search_service import validation
+from search_service import paging, validation
 from search_service.config import SearchSettings
 from search_service.domain import (
     DetectedFace,
-    EmbedOptions,
     EnrollImageResult,
     EnrollResult,
     FaceSource,
     IdentifyResult,
     JsonObject,
+    Person,
+    PersonPage,
     QueryFace,
     VerifyResult,
 )
 from search_service.embedder_client import EmbedderClient
-from search_service.faces import best_face
+from search_service.faces import image_face, source_vector
+from search_service.management_repository import ManagementRepository
 from search_service.repository import Repository
+from search_service.search import RESPONSE_BUDGET_BYTES
 
 MAX_IDENTIFY_TOP_K = 100
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+PERSON_OVERHEAD_BYTES = 160
 
 
 class PersonRegistry:
     def __init__(
-        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+        self,
+        repository: Repository,
+        embedder: EmbedderClient,
+        settings: SearchSettings,
+        embedding_dim: int,
+        management: ManagementRepository,
     ) -> None:
         self._repo = repository
+        self._management = management
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
 
     async def _image_face(self, image: bytes, index: int) -> tuple[DetectedFace | None, str]:
-        validation.image_bytes(image, index)
-        return best_face(await self._embedder.embed(image, EmbedOptions()))
+        return await image_face(self._embedder, image, index)
 
     async def enroll(
         self, tenant: str, collection: str, external_id: str, images: list[bytes], metadata: JsonObject | None
@@ -74,14 +87,7 @@ class PersonRegistry:
         return EnrollResult(person=person, template_replaced=replaced, created=created, images=results)
 
     async def _query_vector(self, source: FaceSource) -> tuple[np.ndarray | None, QueryFace | None, str]:
-        if source.embedding is not None:
-            return validation.embedding(list(source.embedding), self.embedding_dim), None, ""
-        if source.image is not None:
-            face, reason = await self._image_face(source.image, 0)
-            if face is None:
-                return None, None, reason
-            return face.embedding, QueryFace(face, 0), ""
-        raise InvalidArgument("face must be given as an image or an embedding")
+        return await source_vector(self._embedder, source, 0, self.embedding_dim)
 
     async def identify(
         self, tenant: str, collection: str, source: FaceSource, top_k: int, threshold: float | None
@@ -120,3 +126,37 @@ class PersonRegistry:
         validation.external_id(external_id)
         found = await self._repo.get_collection(tenant, validation.collection_name(collection))
         return await self._repo.delete_person(found.id, external_id)
+
+    async def list(self, tenant: str, collection: str, page_size: int, page_token: str) -> PersonPage:
+        size = validation.top_k(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, what="page_size")
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        bound_to = paging.bind(found.id, "persons")
+        after = paging.decode(page_token, bound_to, {"e": str})["e"] if page_token else ""
+        rows = await self._management.list_persons(found.id, after, size + 1)
+        persons = rows[:size]
+        # Persons' metadata is at most 16 KiB each: 1000 of them could pass 4 MiB.
+        left, fitted = RESPONSE_BUDGET_BYTES, []
+        for person in persons:
+            left -= PERSON_OVERHEAD_BYTES + len(person.external_id) + len(json.dumps(person.metadata))
+            if left < 0 and fitted:
+                break
+            fitted.append(person)
+        more = len(rows) > size or len(fitted) < len(persons)
+        token = paging.encode({"e": fitted[-1].external_id}, bound_to) if more else ""
+        return PersonPage(persons=fitted, next_page_token=token)
+
+    async def get(self, tenant: str, collection: str, external_id: str) -> Person:
+        validation.external_id(external_id)
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        return await self._management.get_person(found.id, external_id)
+
+    async def update(
+        self, tenant: str, collection: str, external_id: str, fields: frozenset[str], metadata: JsonObject
+    ) -> Person:
+        validation.external_id(external_id)
+        unknown = sorted(fields - {"metadata"})
+        if unknown:
+            raise InvalidArgument(f"update_mask names {', '.join(unknown)}; only metadata can change")
+        validation.metadata(metadata, self._settings.max_metadata_bytes)
+        found = await self._repo.get_collection(tenant, validation.collection_name(collection))
+        return await self._management.update_person_metadata(found.id, external_id, metadata)

@@ -94,6 +94,35 @@ def _person(row: asyncpg.Record) -> Person:
     )
 
 
+async def _store_thumbnails(
+    conn: asyncpg.Connection, collection_id: int, photos: list[tuple[int, tuple[bytes | None, ...]]]
+) -> None:
+    """Writes the thumbnails of faces just copied in. COPY numbers a photo's faces in record order,
+    so its faces by ascending id line up with its thumbnails."""
+    wanted = {photo_id: thumbnails for photo_id, thumbnails in photos if any(thumbnails)}
+    if not wanted:
+        return
+    rows = await conn.fetch(
+        "SELECT photo_id, id FROM faces WHERE collection_id = $1 AND photo_id = ANY($2::bigint[]) "
+        "ORDER BY photo_id, id",
+        collection_id,
+        list(wanted),
+    )
+    face_ids: dict[int, list[int]] = {}
+    for row in rows:
+        face_ids.setdefault(row["photo_id"], []).append(row["id"])
+    records = [
+        (collection_id, face_id, jpeg)
+        for photo_id, thumbnails in wanted.items()
+        for face_id, jpeg in zip(face_ids.get(photo_id, []), thumbnails, strict=False)
+        if jpeg is not None
+    ]
+    if records:
+        await conn.copy_records_to_table(
+            "face_thumbnails", records=records, columns=("collection_id", "face_id", "jpeg")
+        )
+
+
 _COUNTS_SQL = """
     SELECT (SELECT count(*) FROM photos WHERE collection_id = $1) AS photos,
            (SELECT count(*) FROM faces WHERE collection_id = $1) AS faces,
@@ -326,6 +355,7 @@ class Repository:
                 ]
                 if records:
                     await conn.copy_records_to_table("faces", records=records, columns=FACE_COLUMNS)
+                await _store_thumbnails(conn, collection_id, [(ids[p.external_id], p.thumbnails) for p in to_write])
                 for row in rows:
                     outcomes[row["external_id"]] = IndexOutcome.CREATED if row["inserted"] else IndexOutcome.UPDATED
         return outcomes
@@ -347,6 +377,18 @@ class Repository:
                     raise NotFound(f"photo {external_id!r} not found")
                 await conn.execute("DELETE FROM photos WHERE collection_id = $1 AND id = $2", collection_id, row["id"])
         return row["faces"]
+
+    async def face_thumbnails(self, collection_id: int, face_ids: list[int]) -> dict[int, bytes]:
+        """Stored thumbnails of these faces, by face id (faces without one are left out)."""
+        if not face_ids:
+            return {}
+        with _database_call("face_thumbnails"):
+            rows = await self.pool.fetch(
+                "SELECT face_id, jpeg FROM face_thumbnails WHERE collection_id = $1 AND face_id = ANY($2::bigint[])",
+                collection_id,
+                face_ids,
+            )
+        return {row["face_id"]: row["jpeg"] for row in rows}
 
     # --- search --------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ import binascii
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,10 @@ DEFAULT_TOP_K = 10
 MAX_QUERY_FACES = 10
 # pgvector caps hnsw.ef_search at 1000.
 MAX_EF_SEARCH = 1000
+# What a response may carry, well under gRPC's default 4 MiB receive limit (clients keep it).
+RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
+# Room a match takes in a response besides its photo id, metadata and thumbnail.
+MATCH_OVERHEAD_BYTES = 96
 
 
 @dataclass(frozen=True)
@@ -130,7 +134,7 @@ class SearchEngine:
     async def search(self, tenant: str, query: SearchQuery) -> SearchResult:
         top_k = validation.top_k(query.top_k, DEFAULT_TOP_K, self._settings.max_top_k)
         min_similarity = validation.similarity(query.min_similarity, "min_similarity")
-        _check_filter(query.filter, self._settings.max_metadata_bytes)
+        check_filter(query.filter, self._settings.max_metadata_bytes)
         collection = await self._repo.get_collection(tenant, validation.collection_name(query.collection))
         vectors, query_faces, reason = await self._vectors(collection, query)
         if not vectors:
@@ -142,11 +146,32 @@ class SearchEngine:
             matches = await self._search_ann(collection, vectors[0], query.filter, max_distance, cursor, top_k + 1)
         else:
             matches = await self._search_exact(collection, vectors, query.filter, max_distance, cursor, top_k + 1)
+        more = len(matches) > top_k
+        matches, cut = await self._fit(collection, matches[:top_k], query.include_thumbnails)
         token = ""
-        if len(matches) > top_k:
-            last = matches[top_k - 1]
+        if more or cut:
+            last = matches[-1]
             token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode()
-        return SearchResult(matches=matches[:top_k], next_page_token=token, query_faces=query_faces)
+        return SearchResult(matches=matches, next_page_token=token, query_faces=query_faces)
+
+    async def _fit(
+        self, collection: Collection, matches: list[PhotoMatch], with_thumbnails: bool
+    ) -> tuple[list[PhotoMatch], bool]:
+        """The matches that fit one response (thumbnails added when asked for), and whether some
+        were cut: large metadata or thumbnails end a page early; the next page goes on from there."""
+        thumbnails = {}
+        if with_thumbnails:
+            thumbnails = await self._repo.face_thumbnails(collection.id, [m.face_id for m in matches])
+        left = RESPONSE_BUDGET_BYTES
+        fitted: list[PhotoMatch] = []
+        for match in matches:
+            thumbnail = thumbnails.get(match.face_id, b"")
+            size = MATCH_OVERHEAD_BYTES + len(match.photo_id) + len(json.dumps(match.metadata)) + len(thumbnail)
+            if size > left and fitted:
+                return fitted, True
+            left -= size
+            fitted.append(replace(match, thumbnail=thumbnail) if thumbnail else match)
+        return fitted, False
 
     async def _vectors(
         self, collection: Collection, query: SearchQuery
@@ -240,7 +265,7 @@ class SearchEngine:
         return [_match(row) for row in grouped[:want]]
 
 
-def _check_filter(search_filter: SearchFilter, max_metadata_bytes: int) -> None:
+def check_filter(search_filter: SearchFilter, max_metadata_bytes: int) -> None:
     if search_filter.metadata:
         validation.metadata(search_filter.metadata, max_metadata_bytes)
     if len(search_filter.photo_ids) > validation.MAX_PHOTO_IDS:

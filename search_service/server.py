@@ -14,17 +14,21 @@ from facesearch.errors import FaceSearchError
 from facesearch.observability import start_metrics_server
 from facesearch.serving import GrpcServer, ServerOptions, run_until_signalled
 from facesearch.v1 import search_pb2, search_pb2_grpc
+from search_service.analysis import FaceAnalysis
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
 from search_service.embedded import start_embedded_postgres_async
 from search_service.embedder_client import EmbedderClient
 from search_service.indexing import Indexer
+from search_service.management_repository import ManagementRepository
 from search_service.migrations import EMBEDDING_DIM
 from search_service.persons import PersonRegistry
+from search_service.photos import PhotoLibrary
 from search_service.repository import Repository
 from search_service.search import SearchEngine
 from search_service.servicer import FaceSearchServicer
+from search_service.thumbnails import ThumbnailCutter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +47,7 @@ class SearchApp:
     embedder: EmbedderClient
     indexer: Indexer
     metrics_port: int
+    thumbnails: ThumbnailCutter
     embedded_postgres: pgserver.PostgresServer | None = None
 
     @property
@@ -52,6 +57,7 @@ class SearchApp:
     async def close(self) -> None:
         """Releases what the server used; call after the gRPC server stopped."""
         await self.indexer.close()
+        self.thumbnails.close()
         await self.embedder.close()
         await self.database.close()
         if self.embedded_postgres is not None:
@@ -94,13 +100,17 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         await database.close()
         raise
     repository = Repository(database)
-    indexer = Indexer(repository, embedder, settings, dim)
+    management = ManagementRepository(database)
+    thumbnails = ThumbnailCutter(settings.thumbnails)
+    indexer = Indexer(repository, embedder, settings, dim, thumbnails)
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
         SearchEngine(repository, embedder, settings, dim),
-        PersonRegistry(repository, embedder, settings, dim),
+        PersonRegistry(repository, embedder, settings, dim, management),
         settings.default_tenant,
+        PhotoLibrary(repository, management, settings),
+        FaceAnalysis(embedder, settings, dim),
     )
     server = GrpcServer(
         "search",
@@ -111,7 +121,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     metrics_port = start_metrics_server(settings.metrics_port) if metrics else 0
     await server.set_serving()
     log.info("search service serving on port %d (metrics on %d)", port, metrics_port)
-    return SearchApp(settings, server, database, embedder, indexer, metrics_port, embedded)
+    return SearchApp(settings, server, database, embedder, indexer, metrics_port, thumbnails, embedded)
 
 
 async def serve(settings: SearchSettings) -> None:

@@ -1,11 +1,11 @@
 """`facesearch index COLLECTION DIR`: streams every image under DIR through IndexPhotos (external id
-= path relative to DIR), with a progress bar and a summary of photos, faces, rejected and errors."""
+= path relative to DIR, taken time from EXIF DateTimeOriginal, --metadata on every photo), with a
+progress bar and a summary of photos, faces, rejected and errors."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,6 +14,8 @@ from pathlib import Path
 import grpc
 from tqdm import tqdm
 
+from facesearch import exif
+from facesearch.commands import common
 from facesearch.v1 import search_pb2, search_pb2_grpc
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -21,30 +23,27 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 SHOWN_ERRORS = 20
 
 
-def default_target() -> str:
-    return f"localhost:{os.environ.get('SEARCH_GRPC_PORT', '50052')}"
-
-
-def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """--target and --tenant, shared by the commands that call the search service."""
-    parser.add_argument(
-        "--target",
-        default=default_target(),
-        help="search service address (default: localhost:$SEARCH_GRPC_PORT, i.e. %(default)s)",
-    )
-    parser.add_argument("--tenant", default="", help="tenant sent as x-tenant-id (default: the server's)")
-
-
-def call_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", args.tenant),) if args.tenant else ()
-
-
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("index", help="index a directory of photos into a collection", description=__doc__)
     parser.add_argument("collection", help="collection name (created when missing)")
     parser.add_argument("directory", type=Path, help="directory searched recursively for .jpg/.png/.webp/.bmp")
-    add_connection_options(parser)
+    parser.add_argument(
+        "--metadata",
+        action="append",
+        type=common.key_value,
+        metavar="KEY=VALUE",
+        help="metadata stored with every photo; repeatable; KEY:=JSON for a number, boolean, list or object",
+    )
+    parser.add_argument("--no-exif", action="store_true", help="do not read the capture time from EXIF")
+    parser.add_argument(
+        "--thumbnails",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store face thumbnails (default: the server's setting)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common.add_json_option(parser)
+    common.add_connection_options(parser)
     parser.set_defaults(func=run)
 
 
@@ -79,6 +78,18 @@ class Summary:
         elif response.outcome == search_pb2.INDEX_OUTCOME_UNCHANGED:
             self.unchanged += 1
 
+    def as_dict(self) -> dict:
+        return {
+            "photos": self.photos,
+            "created": self.created,
+            "updated": self.updated,
+            "unchanged": self.unchanged,
+            "without_face": self.no_face,
+            "faces": self.faces,
+            "rejected": self.rejected,
+            "errors": [{"external_id": e, "error": message} for e, message in self.errors],
+        }
+
     def print(self) -> None:
         print(
             f"photos: {self.photos} (new {self.created}, changed {self.updated}, unchanged {self.unchanged}, "
@@ -93,10 +104,10 @@ class Summary:
             print(f"  ... and {len(self.errors) - SHOWN_ERRORS} more")
 
 
-async def ensure_collection(stub: search_pb2_grpc.FaceSearchServiceStub, name: str, metadata: tuple) -> bool:
+async def ensure_collection(stub: search_pb2_grpc.FaceSearchServiceStub, name: str, options: dict) -> bool:
     """Creates the collection when missing; True when it was created."""
     try:
-        await stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name), metadata=metadata, timeout=30)
+        await stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name), **options)
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.ALREADY_EXISTS:
             return False
@@ -104,37 +115,52 @@ async def ensure_collection(stub: search_pb2_grpc.FaceSearchServiceStub, name: s
     return True
 
 
-async def index_directory(args: argparse.Namespace, directory: Path, images: list[Path]) -> int:
-    metadata = call_metadata(args)
+def index_request(args: argparse.Namespace, directory: Path, path: Path, data: bytes) -> search_pb2.IndexPhotosRequest:
+    request = search_pb2.IndexPhotosRequest(
+        collection=args.collection, external_id=path.relative_to(directory).as_posix(), image=data
+    )
+    metadata = common.to_struct(args.metadata)
+    if metadata is not None:
+        request.metadata.CopyFrom(metadata)
+    taken = None if args.no_exif else exif.taken_time(data)
+    if taken is not None:
+        request.taken_time.FromDatetime(taken)
+    if args.thumbnails is not None:
+        request.store_thumbnails = args.thumbnails
+    return request
+
+
+async def index_directory(
+    session: common.Session, args: argparse.Namespace, directory: Path, images: list[Path]
+) -> int:
     summary = Summary()
-    async with grpc.aio.insecure_channel(args.target) as channel:
-        stub = search_pb2_grpc.FaceSearchServiceStub(channel)
-        try:
-            if await ensure_collection(stub, args.collection, metadata):
-                print(f"created collection {args.collection}")
+    report = (lambda: common.print_json(summary.as_dict())) if args.json else summary.print
+    try:
+        if await ensure_collection(session.stub, args.collection, session.options):
+            print(f"created collection {args.collection}", file=sys.stderr if args.json else sys.stdout)
 
-            async def requests() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
-                for path in images:
-                    data = await asyncio.to_thread(path.read_bytes)
-                    yield search_pb2.IndexPhotosRequest(
-                        collection=args.collection, external_id=path.relative_to(directory).as_posix(), image=data
-                    )
+        async def requests() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
+            for path in images:
+                data = await asyncio.to_thread(path.read_bytes)
+                yield await asyncio.to_thread(index_request, args, directory, path, data)
 
-            with tqdm(total=len(images), unit="photo", disable=args.no_progress, file=sys.stderr) as bar:
-                async for response in stub.IndexPhotos(requests(), metadata=metadata):
-                    summary.add(response)
-                    bar.update(1)
-        except grpc.aio.AioRpcError as exc:
-            print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            summary.print()
-            return 2
-    summary.print()
-    return 1 if summary.errors else 0
+        with tqdm(total=len(images), unit="photo", disable=args.no_progress, file=sys.stderr) as bar:
+            # A stream has no overall deadline: a large import takes as long as it takes.
+            async for response in session.stub.IndexPhotos(requests(), metadata=session.metadata):
+                summary.add(response)
+                bar.update(1)
+    except grpc.aio.AioRpcError as exc:
+        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        report()
+        return common.exit_code_for(exc.code())
+    report()
+    return common.EXIT_FAILED if summary.errors else common.EXIT_OK
 
 
 def run(args: argparse.Namespace) -> int:
     directory: Path = args.directory
     if not directory.is_dir():
         print(f"error: {directory} is not a directory", file=sys.stderr)
-        return 2
-    return asyncio.run(index_directory(args, directory, find_images(directory)))
+        return common.EXIT_USAGE
+    images = find_images(directory)
+    return common.run(args, lambda session: index_directory(session, args, directory, images))

@@ -97,6 +97,56 @@ class FaceSearchServiceStub:
                 request_serializer=facesearch_dot_v1_dot_search__pb2.DeletePersonRequest.SerializeToString,
                 response_deserializer=facesearch_dot_v1_dot_search__pb2.DeletePersonResponse.FromString,
                 _registered_method=True)
+        self.ListPhotos = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/ListPhotos',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.ListPhotosRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.ListPhotosResponse.FromString,
+                _registered_method=True)
+        self.GetPhoto = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/GetPhoto',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.GetPhotoRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.GetPhotoResponse.FromString,
+                _registered_method=True)
+        self.UpdatePhoto = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/UpdatePhoto',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.UpdatePhotoRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.UpdatePhotoResponse.FromString,
+                _registered_method=True)
+        self.DeleteFace = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/DeleteFace',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.DeleteFaceRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.DeleteFaceResponse.FromString,
+                _registered_method=True)
+        self.GetFaceThumbnail = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/GetFaceThumbnail',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.GetFaceThumbnailRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.GetFaceThumbnailResponse.FromString,
+                _registered_method=True)
+        self.ListPersons = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/ListPersons',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.ListPersonsRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.ListPersonsResponse.FromString,
+                _registered_method=True)
+        self.GetPerson = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/GetPerson',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.GetPersonRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.GetPersonResponse.FromString,
+                _registered_method=True)
+        self.UpdatePerson = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/UpdatePerson',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.UpdatePersonRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.UpdatePersonResponse.FromString,
+                _registered_method=True)
+        self.CompareFaces = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/CompareFaces',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.CompareFacesRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.CompareFacesResponse.FromString,
+                _registered_method=True)
+        self.DetectFaces = channel.unary_unary(
+                '/facesearch.v1.FaceSearchService/DetectFaces',
+                request_serializer=facesearch_dot_v1_dot_search__pb2.DetectFacesRequest.SerializeToString,
+                response_deserializer=facesearch_dot_v1_dot_search__pb2.DetectFacesResponse.FromString,
+                _registered_method=True)
 
 
 class FaceSearchServiceServicer:
@@ -192,6 +242,82 @@ class FaceSearchServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPhotos(self, request, context):
+        """Lists a collection's photos with their faces, a page at a time: newest first (taken time) or
+        by external id, restricted by a `SearchFilter`. A page stays under 4 MiB: it may hold fewer
+        photos than `page_size`, with a `next_page_token` for the rest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPhoto(self, request, context):
+        """Gets one photo with its faces. NOT_FOUND when absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePhoto(self, request, context):
+        """Changes a photo's metadata and/or taken time, without re-sending its bytes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteFace(self, request, context):
+        """Deletes one face of a photo (e.g. a bystander who asked to be removed) with its embedding
+        and thumbnail. Re-indexing the same bytes does not bring it back; changed bytes re-detect.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFaceThumbnail(self, request, context):
+        """Gets the JPEG thumbnail stored for a face. NOT_FOUND when the face is absent or was indexed
+        without a thumbnail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListPersons(self, request, context):
+        """Lists a collection's persons by external id, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetPerson(self, request, context):
+        """Gets one person with their template's quality and source. NOT_FOUND when absent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpdatePerson(self, request, context):
+        """Replaces a person's metadata.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CompareFaces(self, request, context):
+        """Compares two faces (1:1): their similarity and whether they match at a threshold. Nothing is
+        stored and no collection is involved.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DetectFaces(self, request, context):
+        """Detects the faces of an image: boxes, landmarks, detection score and quality. Nothing is
+        stored; clients cannot reach the embedder, so this is how they see what it finds.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_FaceSearchServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -249,6 +375,56 @@ def add_FaceSearchServiceServicer_to_server(servicer, server):
                     servicer.DeletePerson,
                     request_deserializer=facesearch_dot_v1_dot_search__pb2.DeletePersonRequest.FromString,
                     response_serializer=facesearch_dot_v1_dot_search__pb2.DeletePersonResponse.SerializeToString,
+            ),
+            'ListPhotos': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPhotos,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.ListPhotosRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.ListPhotosResponse.SerializeToString,
+            ),
+            'GetPhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPhoto,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.GetPhotoRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.GetPhotoResponse.SerializeToString,
+            ),
+            'UpdatePhoto': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePhoto,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.UpdatePhotoRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.UpdatePhotoResponse.SerializeToString,
+            ),
+            'DeleteFace': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteFace,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.DeleteFaceRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.DeleteFaceResponse.SerializeToString,
+            ),
+            'GetFaceThumbnail': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFaceThumbnail,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.GetFaceThumbnailRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.GetFaceThumbnailResponse.SerializeToString,
+            ),
+            'ListPersons': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPersons,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.ListPersonsRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.ListPersonsResponse.SerializeToString,
+            ),
+            'GetPerson': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetPerson,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.GetPersonRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.GetPersonResponse.SerializeToString,
+            ),
+            'UpdatePerson': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdatePerson,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.UpdatePersonRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.UpdatePersonResponse.SerializeToString,
+            ),
+            'CompareFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.CompareFaces,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.CompareFacesRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.CompareFacesResponse.SerializeToString,
+            ),
+            'DetectFaces': grpc.unary_unary_rpc_method_handler(
+                    servicer.DetectFaces,
+                    request_deserializer=facesearch_dot_v1_dot_search__pb2.DetectFacesRequest.FromString,
+                    response_serializer=facesearch_dot_v1_dot_search__pb2.DetectFacesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -556,6 +732,276 @@ class FaceSearchService:
             '/facesearch.v1.FaceSearchService/DeletePerson',
             facesearch_dot_v1_dot_search__pb2.DeletePersonRequest.SerializeToString,
             facesearch_dot_v1_dot_search__pb2.DeletePersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPhotos(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/ListPhotos',
+            facesearch_dot_v1_dot_search__pb2.ListPhotosRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.ListPhotosResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/GetPhoto',
+            facesearch_dot_v1_dot_search__pb2.GetPhotoRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.GetPhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePhoto(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/UpdatePhoto',
+            facesearch_dot_v1_dot_search__pb2.UpdatePhotoRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.UpdatePhotoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteFace(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/DeleteFace',
+            facesearch_dot_v1_dot_search__pb2.DeleteFaceRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.DeleteFaceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFaceThumbnail(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/GetFaceThumbnail',
+            facesearch_dot_v1_dot_search__pb2.GetFaceThumbnailRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.GetFaceThumbnailResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPersons(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/ListPersons',
+            facesearch_dot_v1_dot_search__pb2.ListPersonsRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.ListPersonsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetPerson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/GetPerson',
+            facesearch_dot_v1_dot_search__pb2.GetPersonRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.GetPersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdatePerson(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/UpdatePerson',
+            facesearch_dot_v1_dot_search__pb2.UpdatePersonRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.UpdatePersonResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CompareFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/CompareFaces',
+            facesearch_dot_v1_dot_search__pb2.CompareFacesRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.CompareFacesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DetectFaces(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/facesearch.v1.FaceSearchService/DetectFaces',
+            facesearch_dot_v1_dot_search__pb2.DetectFacesRequest.SerializeToString,
+            facesearch_dot_v1_dot_search__pb2.DetectFacesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,7 +60,7 @@ async def test_index_then_search(
     out = capsys.readouterr().out
     assert code == 0
     lines = out.strip().splitlines()
-    assert lines[0].split() == ["#", "photo", "similarity", "box", "(x1,y1,x2,y2)", "face", "id"]
+    assert lines[0].split() == ["#", "photo", "similarity", "box", "(x1,y1,x2,y2)", "face", "id", "taken", "metadata"]
     rows = [line.split() for line in lines[2:]]
     assert sorted(row[1] for row in rows) == ["day1/a.jpg", "day1/b.png"]
     assert all(float(row[2]) > 0.8 for row in rows)
@@ -70,7 +70,7 @@ async def test_index_then_search(
 
     # Another tenant does not see the collection.
     code = await cli(["search", name, str(me), "--target", search_server.target, "--tenant", "someone-else"])
-    assert code == 1
+    assert code == 3  # not found
     assert "NOT_FOUND" in capsys.readouterr().err
 
 

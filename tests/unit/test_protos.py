@@ -53,6 +53,28 @@ def test_no_breaking_change_against_main(buf: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_breaking_check_catches_a_break(buf: Path, tmp_path: Path) -> None:
+    """The check above must compare for real, also from a git worktree (where `.git` is a file):
+    a copy of protos/ with a field renamed fails it."""
+    has_main = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", "refs/heads/main"], cwd=REPO_ROOT, capture_output=True
+    )
+    if has_main.returncode != 0:
+        pytest.skip("no local main branch to compare the wire against")
+    shutil.copytree(REPO_ROOT / "protos", tmp_path / "protos")
+    shutil.copy(REPO_ROOT / "buf.yaml", tmp_path / "buf.yaml")
+    search = tmp_path / "protos" / "facesearch" / "v1" / "search.proto"
+    search.write_text(search.read_text().replace("string display_name = 2;", "string title = 2;", 1))
+    result = subprocess.run(
+        [buf, "breaking", str(tmp_path), "--against", f"{REPO_ROOT / '.git'}#branch=main"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode != 0 and "display_name" in result.stdout + result.stderr, result
+
+
 def test_every_message_and_field_is_documented() -> None:
     from google.protobuf import descriptor_pb2
 

@@ -1,0 +1,50 @@
+"""Opaque page tokens of the list calls: a keyset position plus a hash of the query it belongs to,
+so a token sent with another collection, order or filter is refused instead of skipping rows."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from facesearch.errors import InvalidArgument
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def bind(*parts: Any) -> str:
+    """The hash a token is bound to: everything that decides which rows a query returns."""
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
+
+
+def encode(position: dict[str, Any], bound_to: str) -> str:
+    payload = {"p": position, "q": bound_to}
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+
+
+def decode(token: str, bound_to: str, fields: dict[str, type]) -> dict[str, Any]:
+    """The position (`fields`: name -> type) of a token this service issued for the same query;
+    INVALID_ARGUMENT otherwise."""
+    try:
+        payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
+        position, query = payload["p"], payload["q"]
+    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+        raise InvalidArgument("page_token is not a token this service issued") from None
+    if query != bound_to:
+        raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
+    # type(), not isinstance(): a bool is no int here.
+    if not isinstance(position, dict) or any(type(position.get(name)) is not kind for name, kind in fields.items()):
+        raise InvalidArgument("page_token is not a token this service issued")
+    return position
+
+
+def microseconds(value: datetime) -> int:
+    """A timestamp as whole microseconds since the epoch (PostgreSQL's precision, exact in JSON)."""
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def from_microseconds(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
