@@ -313,8 +313,11 @@ $("#upload-files").addEventListener("change", (event) => {
   uploadFiles(files);
 });
 
+// Ids are paths inside the chosen folder, as `facesearch index` makes them.
+const insideFolder = (path) => path.split("/").slice(1).join("/");
+
 $("#upload-folder").addEventListener("change", (event) => {
-  const files = [...event.target.files].map((file) => ({ file, id: file.webkitRelativePath || file.name }));
+  const files = [...event.target.files].map((file) => ({ file, id: insideFolder(file.webkitRelativePath) || file.name }));
   event.target.value = "";
   uploadFiles(files);
 });
@@ -327,17 +330,19 @@ async function droppedFiles(dataTransfer) {
   async function walk(entry, prefix) {
     if (entry.isFile) {
       const file = await new Promise((resolve, reject) => entry.file(resolve, reject));
-      found.push({ file, id: prefix + entry.name });
+      found.push({ file, id: (prefix || "") + entry.name });
     } else if (entry.isDirectory) {
       const reader = entry.createReader();
       for (;;) {
         const batch = await new Promise((resolve, reject) => reader.readEntries(resolve, reject));
         if (!batch.length) break;
-        for (const child of batch) await walk(child, `${prefix}${entry.name}/`);
+        // A dropped folder's own name is left out, as when it is chosen.
+        const inside = prefix === null ? "" : `${prefix}${entry.name}/`;
+        for (const child of batch) await walk(child, inside);
       }
     }
   }
-  for (const entry of entries) await walk(entry, "");
+  for (const entry of entries) await walk(entry, entry.isDirectory ? null : "");
   return found;
 }
 
