@@ -218,10 +218,14 @@ async def delete_collection(request: Request) -> JSONResponse:
 
 async def upload_photos(request: Request) -> JSONResponse:
     """Indexes a batch of photos (multipart `photos`, with `ids` in the same order: the external ids,
-    e.g. paths inside a dropped folder) in one IndexPhotos stream; keeps each stored photo's bytes."""
+    e.g. paths inside a dropped folder) in one IndexPhotos stream; keeps each stored photo's bytes.
+
+    Photos are read from the parsed form's spooled files one at a time as the stream asks for them,
+    so memory holds the stream's in-flight photos, not the whole batch."""
     gateway = gateway_of(request)
     collection = request.path_params["name"]
     metadata, caller = gateway.credentials(request)
+    limit = gateway.settings.max_image_bytes
     async with request.form(max_files=MAX_FILES_PER_REQUEST, max_fields=MAX_FILES_PER_REQUEST + 8) as form:
         files = form.getlist("photos")
         ids = [str(i) for i in form.getlist("ids")]
@@ -230,38 +234,46 @@ async def upload_photos(request: Request) -> JSONResponse:
         if ids and len(ids) != len(files):
             raise errors.bad_request("Each photo needs its id.")
         results: dict[str, dict[str, Any]] = {}
-        pending: dict[str, bytes] = {}
+        pending: dict[str, UploadFile] = {}
         order: list[str] = []
         for index, upload in enumerate(files):
             if not isinstance(upload, UploadFile):
                 raise errors.bad_request("photos must be files.")
             external_id = ids[index] if ids else (upload.filename or f"photo-{index}")
+            if external_id in pending or external_id in results:
+                duplicate = errors.bad_request(f"{external_id} appears twice in this upload; it was sent once.")
+                order.append(f"{external_id} (again)")
+                results[order[-1]] = error_result(external_id, duplicate)
+                continue
             order.append(external_id)
-            data = await upload.read(gateway.settings.max_image_bytes + 1)
-            if len(data) > gateway.settings.max_image_bytes:
-                results[external_id] = error_result(
-                    external_id, errors.too_large(upload.size or len(data), gateway.settings.max_image_bytes)
-                )
+            if upload.size is not None and upload.size > limit:
+                results[external_id] = error_result(external_id, errors.too_large(upload.size, limit))
             else:
-                pending[external_id] = data
+                pending[external_id] = upload
 
-    async def requests() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
-        for external_id, data in pending.items():
-            yield search_pb2.IndexPhotosRequest(collection=collection, external_id=external_id, image=data)
+        async def requests() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
+            for external_id, upload in pending.items():
+                data = await read_upload(upload)
+                yield search_pb2.IndexPhotosRequest(collection=collection, external_id=external_id, image=data)
 
-    if pending:
-        try:
-            stream = gateway.stub.IndexPhotos(requests(), metadata=metadata, timeout=gateway.settings.timeout_s)
-            async for response in stream:
-                results[response.external_id] = await index_result(gateway, caller, collection, response, pending)
-        except grpc.aio.AioRpcError as exc:
-            failure = errors.from_grpc(exc.code(), exc.details())
-            if not results:
-                raise failure from exc
-            # The stream broke part-way: what has no answer is reported with the stream's error.
-            for external_id in pending:
-                results.setdefault(external_id, error_result(external_id, failure))
+        if pending:
+            try:
+                stream = gateway.stub.IndexPhotos(requests(), metadata=metadata, timeout=gateway.settings.timeout_s)
+                async for response in stream:
+                    results[response.external_id] = await index_result(gateway, caller, collection, response, pending)
+            except grpc.aio.AioRpcError as exc:
+                failure = errors.from_grpc(exc.code(), exc.details())
+                if not results:
+                    raise failure from exc
+                # The stream broke part-way: what has no answer is reported with the stream's error.
+                for external_id in pending:
+                    results.setdefault(external_id, error_result(external_id, failure))
     return JSONResponse({"results": [results[i] for i in order if i in results]})
+
+
+async def read_upload(upload: UploadFile) -> bytes:
+    await upload.seek(0)
+    return await upload.read()
 
 
 def error_result(external_id: str, error: errors.PageError) -> dict[str, Any]:
@@ -273,12 +285,13 @@ async def index_result(
     caller: str,
     collection: str,
     response: search_pb2.IndexPhotosResponse,
-    images: dict[str, bytes],
+    uploads: dict[str, UploadFile],
 ) -> dict[str, Any]:
     if response.status.code != 0:
         return error_result(response.external_id, errors.from_status(response.status.code, response.status.message))
-    data = images.get(response.external_id)
-    if data is not None:
+    upload = uploads.get(response.external_id)
+    if upload is not None:
+        data = await read_upload(upload)
         await asyncio.to_thread(gateway.store.put, caller, collection, response.external_id, data)
     return {
         "external_id": response.external_id,

@@ -51,10 +51,19 @@ async def test_events_upload_and_search_through_the_gateway(web: str) -> None:
     status, reply = await call(
         "POST",
         f"{web}/api/collections/{name}/photos",
-        [("photos", ("a.jpg", mine)), ("ids", "day 1/a.jpg"), ("photos", ("b.jpg", b"\0" * 400_000)), ("ids", "b.jpg")],
+        [
+            ("photos", ("a.jpg", mine)),
+            ("ids", "day 1/a.jpg"),
+            ("photos", ("b.jpg", b"\0" * 400_000)),
+            ("ids", "b.jpg"),
+            ("photos", ("a.jpg", mine)),
+            ("ids", "day 1/a.jpg"),
+        ],
     )
     assert status == 200
-    results = {r["external_id"]: r for r in reply["results"]}
+    assert [r["external_id"] for r in reply["results"]] == ["day 1/a.jpg", "b.jpg", "day 1/a.jpg"]
+    assert reply["results"][2]["error"]["message"] == "day 1/a.jpg appears twice in this upload; it was sent once."
+    results = {r["external_id"]: r for r in reply["results"][:2]}
     assert results["day 1/a.jpg"]["ok"] and results["day 1/a.jpg"]["faces_indexed"] == 1
     assert results["b.jpg"]["error"]["code"] == "IMAGE_TOO_LARGE"
     assert "too large" in results["b.jpg"]["error"]["message"]
