@@ -1,5 +1,6 @@
 """The web page in a real browser: Debian's Chromium driven by Playwright, with Chromium's fake camera
-showing a drawn selfie, against the real gateway process, search service, embedder and PostgreSQL.
+showing a drawn selfie, against `facesearch up --demo-pack` (what `make up FACESEARCH_UP_ARGS=--demo-pack`
+runs: embedder, search service, embedded PostgreSQL and the web gateway, each its own process).
 
 Skipped, saying why, when no Chromium is installed (`apt-get install chromium`; .ci/run does it).
 Screenshots of every page go to $FACESEARCH_ARTEFACTS (default: test-artefacts/) under browser/.
@@ -9,8 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +28,7 @@ import numpy as np
 import pytest
 
 from tests.faces import FaceSpec, blank_photo, make_photo, render, selfie_face
-from tests.fixtures.web import REPO_ROOT, web_gateway_running
+from tests.fixtures.web import REPO_ROOT, free_port
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
 
@@ -92,6 +100,47 @@ def write_y4m(path: Path, bgr: np.ndarray, frames: int = 2) -> None:
             out.write(b"FRAME\n" + i420)
 
 
+@contextmanager
+def facesearch_up(tmp_path: Path) -> Iterator[str]:
+    """`facesearch up --demo-pack` on free ports with its data under tmp_path; yields the page's URL
+    as the banner prints it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SEARCH_", "EMBEDDER_", "FACESEARCH_WEB_"))}
+    env.update(
+        EMBEDDER_GRPC_PORT=str(free_port()),
+        EMBEDDER_METRICS_PORT=str(free_port()),
+        SEARCH_GRPC_PORT=str(free_port()),
+        SEARCH_METRICS_PORT=str(free_port()),
+        SEARCH_DATA_DIR=str(tmp_path / "data" / "pgdata"),
+        FACESEARCH_WEB_PORT=str(free_port()),
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "facesearch.cli", "up", "--demo-pack", "--ready-timeout", "240"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        banner, deadline = "", time.monotonic() + 300
+        while "Press Ctrl-C to stop." not in banner and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            banner += line
+        found = re.search(r"web page\s+(http://localhost:\d+)", banner)
+        assert found, f"facesearch up printed no web page:\n{banner}"
+        yield found.group(1)
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.communicate()
+
+
 async def screenshot(page: Any, name: str) -> None:
     ARTEFACTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(ARTEFACTS / f"{name}.png"), full_page=True)
@@ -110,7 +159,7 @@ async def wait_images_loaded(page: Any, selector: str) -> None:
 
 
 @needs_chromium
-async def test_upload_an_event_and_find_me_with_the_camera(search_server: Any, tmp_path: Path) -> None:
+async def test_upload_an_event_and_find_me_with_the_camera(tmp_path: Path) -> None:
     executable = chromium_path()
     assert executable is not None, f"CI runs the browser test, and there is {NO_CHROMIUM}"
     event_dir = tmp_path / "event"
@@ -122,7 +171,7 @@ async def test_upload_an_event_and_find_me_with_the_camera(search_server: Any, t
     (tmp_path / "me-profile.jpg").write_bytes(make_photo([FaceSpec(300, 260, 130, ME)], seed=7))
     event = f"party-{uuid.uuid4().hex[:8]}"
 
-    with web_gateway_running(search_server.target, tmp_path / "web-data") as web:
+    with facesearch_up(tmp_path) as url:
         async with playwright_api.async_playwright() as playwright:
             browser = await playwright.chromium.launch(
                 executable_path=executable,
@@ -134,11 +183,11 @@ async def test_upload_an_event_and_find_me_with_the_camera(search_server: Any, t
             )
             try:
                 context = await browser.new_context(viewport={"width": 1200, "height": 900})
-                await context.grant_permissions(["camera"], origin=web.url)
+                await context.grant_permissions(["camera"], origin=url)
                 page = await context.new_page()
                 page.set_default_timeout(90_000)
                 page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
-                await run_the_event_job(page, web.url, event, event_dir, tmp_path)
+                await run_the_event_job(page, url, event, event_dir, tmp_path)
             finally:
                 await browser.close()
 
