@@ -481,8 +481,10 @@ async def verify_person(request: Request) -> JSONResponse:
     )
 
 
-async def page_error(_request: Request, exc: Exception) -> JSONResponse:
+async def page_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, errors.PageError)
+    if exc.http_status >= 500:
+        log.warning("%s %s: %s", request.method, request.url.path, exc.message)
     return JSONResponse(exc.body(), status_code=exc.http_status)
 
 

@@ -197,6 +197,12 @@ async def run_the_event_job(page: Any, url: str, event: str, event_dir: Path, tm
 
     # Events: create the event; it is listed with its counts.
     await page.goto(f"{url}/#events")
+    unlabelled = await page.evaluate(
+        """() => [...document.querySelectorAll('input, select, button, video')]
+            .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.textContent.trim())
+            .map(e => e.id || e.outerHTML)"""
+    )
+    assert unlabelled == [], f"controls without a label: {unlabelled}"
     await page.get_by_label("Name", exact=True).fill(event)
     await page.get_by_label("Display name (optional)").fill("Summer party")
     await page.get_by_role("button", name="Create event").click()
