@@ -9,6 +9,7 @@ Screenshots of every page go to $FACESEARCH_ARTEFACTS (default: test-artefacts/)
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import shutil
@@ -229,6 +230,22 @@ async def run_the_event_job(page: Any, url: str, event: str, event_dir: Path, tm
     for index in range(2):
         await expect(batches.nth(index)).to_contain_text("done")
     await screenshot(page, "2-upload")
+
+    # Dropping files on the drop zone uploads them too (the same photo again: stored, unchanged).
+    dropped = await page.evaluate_handle(
+        """([name, b64]) => {
+            const bytes = Uint8Array.from(atob(b64), c => c.charCodeAt(0));
+            const transfer = new DataTransfer();
+            transfer.items.add(new File([bytes], name, {type: "image/jpeg"}));
+            return transfer;
+        }""",
+        ["me-alone.jpg", base64.b64encode((event_dir / "me-alone.jpg").read_bytes()).decode()],
+    )
+    await page.locator("#drop-zone").dispatch_event("drop", {"dataTransfer": dropped})
+    await expect(batches).to_have_count(1)
+    await expect(batches.first).to_contain_text("done")
+    await expect(page.locator("#sum-photos")).to_have_text("1")
+    await expect(page.locator("#sum-errors")).to_have_text("0")
 
     await page.get_by_role("link", name="Events").click()
     await expect(row.locator("td").nth(1)).to_have_text(str(len(EVENT)))
