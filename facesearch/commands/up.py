@@ -45,9 +45,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="use a small synthetic model pack (from a source checkout: tests/model_pack.py) instead of "
         "real models; it finds drawn test faces, not real ones",
     )
-    parser.add_argument(
-        "--ready-timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for both services"
-    )
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for the services")
     parser.add_argument(
         "--web-port",
         type=int,
