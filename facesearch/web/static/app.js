@@ -16,7 +16,12 @@ const state = {
 
 // ---- talking to the gateway ----------------------------------------------------------------------
 
-class PageError extends Error {}
+class PageError extends Error {
+  constructor(message, code = "") {
+    super(message);
+    this.code = code;
+  }
+}
 
 function authHeaders() {
   return state.apiKey ? { Authorization: `Bearer ${state.apiKey}` } : {};
@@ -46,7 +51,8 @@ function parseReply(status, text) {
     throw new PageError(`The web gateway answered ${status} without a readable body.`);
   }
   if (status >= 400) {
-    throw new PageError((data && data.error && data.error.message) || `The request failed (HTTP ${status}).`);
+    const error = (data && data.error) || {};
+    throw new PageError(error.message || `The request failed (HTTP ${status}).`, error.code || "");
   }
   return data;
 }
@@ -113,6 +119,11 @@ function showError(error) {
   box.textContent = error instanceof PageError ? error.message : `Unexpected error: ${error.message || error}`;
   box.hidden = false;
   if (!(error instanceof PageError)) console.error(error);
+  // The service wants a (different) key: ask for it.
+  if (error.code === "UNAUTHENTICATED" || error.code === "PERMISSION_DENIED") {
+    $("details.key").open = true;
+    $("#api-key").focus();
+  }
 }
 
 async function guarded(action) {
