@@ -25,11 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import cv2
+import grpc
 import numpy as np
 import pytest
 
+from facesearch.v1 import search_pb2_grpc
 from tests.faces import FaceSpec, blank_photo, make_photo, render, selfie_face
-from tests.fixtures.web import REPO_ROOT, free_port
+from tests.fixtures.web import REPO_ROOT, MetadataRecorder, free_port, web_gateway_running
 
 playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency")
 
@@ -359,3 +361,50 @@ async def run_the_event_job(page: Any, url: str, event: str, event_dir: Path, tm
     await page.get_by_role("button", name=f"Delete {event}").click()
     await expect(page.locator("#events-status")).to_contain_text(f"Deleted {event}: {len(EVENT)} photos")
     await expect(row).to_have_count(0)
+
+
+@needs_chromium
+async def test_the_api_key_entered_on_the_page_reaches_the_service(tmp_path: Path) -> None:
+    """The key typed into the page goes to the search service as `authorization: Bearer`; a refused
+    key is said in plain words and the key field opens again."""
+    executable = chromium_path()
+    assert executable is not None, f"CI runs the browser test, and there is {NO_CHROMIUM}"
+    recorder = MetadataRecorder()
+    server = grpc.aio.server()
+    search_pb2_grpc.add_FaceSearchServiceServicer_to_server(recorder, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    expect = playwright_api.expect
+    try:
+        with web_gateway_running(f"127.0.0.1:{port}", tmp_path / "web") as web:
+            async with playwright_api.async_playwright() as playwright:
+                browser = await playwright.chromium.launch(executable_path=executable)
+                try:
+                    page = await browser.new_page()
+                    page.set_default_timeout(60_000)
+                    await page.goto(f"{web.url}/#events")
+                    await expect(page.locator("#events-table tbody")).to_contain_text("No events yet")
+                    await page.get_by_text("API key", exact=True).click()
+                    await page.get_by_label("API key").fill("team-key")
+                    await page.get_by_role("button", name="Save key").click()
+                    await expect(page.locator("details.key")).not_to_have_attribute("open", "")
+                    for _ in range(600):  # the page lists the events again, with the key
+                        if any(seen.get("authorization") == "Bearer team-key" for seen in recorder.seen):
+                            break
+                        await asyncio.sleep(0.1)
+                    await page.get_by_text("API key", exact=True).click()
+                    await page.get_by_label("API key").fill("revoked")
+                    await page.get_by_role("button", name="Save key").click()
+                    await expect(page.locator("#error")).to_have_text(
+                        "The API key is missing or was not accepted. (API key revoked)"
+                    )
+                    await expect(page.locator("details.key")).to_have_attribute("open", "")
+                    await expect(page.get_by_label("API key")).to_be_focused()
+                    await screenshot(page, "8-api-key-refused")
+                finally:
+                    await browser.close()
+    finally:
+        await server.stop(0)
+    keys = [seen.get("authorization") for seen in recorder.seen]
+    assert keys[0] is None, "no key until one is entered"
+    assert "Bearer team-key" in keys and keys[-1] == "Bearer revoked"

@@ -15,9 +15,9 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from facesearch.v1 import search_pb2, search_pb2_grpc
+from facesearch.v1 import search_pb2_grpc
 from tests.faces import FaceSpec, blank_photo, make_photo, selfie
-from tests.fixtures.web import free_port, http, multipart, web_gateway_running
+from tests.fixtures.web import MetadataRecorder, free_port, http, multipart, web_gateway_running
 
 MAX_IMAGE_BYTES = 300_000
 
@@ -126,21 +126,6 @@ async def test_search_service_down_is_service_unavailable(tmp_path: Path) -> Non
         assert (await call("GET", f"{running.url}/readyz"))[0] == 503
         status, page = await call("GET", f"{running.url}/")
         assert status == 200 and b"<title>FaceSearch</title>" in page, "the page itself still loads"
-
-
-class MetadataRecorder(search_pb2_grpc.FaceSearchServiceServicer):
-    """Records the call metadata of ListCollections and refuses the key "revoked", as the search
-    service will once API keys are checked (a stand-in until that check is in the real server)."""
-
-    def __init__(self) -> None:
-        self.seen: list[dict[str, str]] = []
-
-    async def ListCollections(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
-        metadata = {k: v for k, v in context.invocation_metadata() if k in ("authorization", "x-tenant-id")}
-        self.seen.append(metadata)
-        if metadata.get("authorization") == "Bearer revoked":
-            await context.abort(grpc.StatusCode.UNAUTHENTICATED, "API key revoked")
-        return search_pb2.ListCollectionsResponse()
 
 
 async def test_the_api_key_goes_to_the_search_service_as_bearer_metadata(tmp_path: Path) -> None:
