@@ -56,7 +56,7 @@ def make_thumbnail(data: bytes, size: int) -> tuple[int, int, bytes | None]:
             out = io.BytesIO()
             image.save(out, "JPEG", quality=82)
             return width, height, out.getvalue()
-    except (UnidentifiedImageError, OSError, ValueError):
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError):
         return 0, 0, None
 
 
