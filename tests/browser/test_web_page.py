@@ -354,7 +354,10 @@ async def run_the_event_job(page: Any, url: str, event: str, event_dir: Path, tm
     await page.get_by_label("Photos per page").select_option("12")
     await page.get_by_role("button", name="Take selfie").click()
     await expect(tiles).to_have_count(len(MINE))
+    await expect(page.locator("#error")).to_be_hidden()
     await wait_images_loaded(page, "#results img")
+    widths = {round((await rect(tile))["width"]) for tile in await tiles.all()}
+    assert len(widths) == 1 and widths.pop() < 390 / 2, "two even columns on a phone"
     await screenshot(page, "7-phone")
 
     # Deleting the event from the Events page removes it and the photos the gateway kept.

@@ -11,6 +11,7 @@ const state = {
   collection: localStorage.getItem("facesearch.collection") || "",
   imageUrls: new Map(),
   find: { selfie: null, token: "", photoCount: 0 },
+  searchSeq: 0, // only the latest search may change the grid (the slider can start several)
   enrolShots: [],
 };
 
@@ -410,6 +411,7 @@ function resetFind() {
 
 async function search(selfie, more = false) {
   const collection = requireCollection();
+  const seq = ++state.searchSeq;
   if (!more) {
     state.find = { selfie, token: "", photoCount: 0 };
     $("#results").replaceChildren();
@@ -426,9 +428,13 @@ async function search(selfie, more = false) {
   try {
     reply = await api("POST", `${collectionPath(collection)}/search`, form);
   } catch (error) {
+    if (seq !== state.searchSeq) return;
     $("#find-status").textContent = "";
+    // A selfie without a face is not searched again when the slider moves.
+    if (error.code === "NO_FACE") state.find.selfie = null;
     throw error;
   }
+  if (seq !== state.searchSeq) return;
   if (!more && reply.query_faces.length) await showSelfie(selfie, reply.query_faces[0].box);
   state.find.token = reply.next_page_token;
   state.find.photoCount += reply.matches.length;
