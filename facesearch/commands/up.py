@@ -4,12 +4,14 @@ SEARCH_DATABASE_URL is set) an embedded PostgreSQL + pgvector — until Ctrl-C."
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +21,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service.config import EmbedderSettings
+from facesearch.web.config import WebSettings
 from search_service.config import SearchSettings
 
 READY_TIMEOUT_S = 600.0
@@ -42,8 +45,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         help="use a small synthetic model pack (from a source checkout: tests/model_pack.py) instead of "
         "real models; it finds drawn test faces, not real ones",
     )
+    parser.add_argument("--ready-timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for the services")
     parser.add_argument(
-        "--ready-timeout", type=float, default=READY_TIMEOUT_S, help="seconds to wait for both services"
+        "--web-port",
+        type=int,
+        default=None,
+        help="port of the web page (default: $FACESEARCH_WEB_PORT, else 8080); 0 = no web page",
     )
     parser.set_defaults(func=run)
 
@@ -55,7 +62,18 @@ class Service:
     target: str
     metrics_port: int
     log_path: Path
+    # Ready when this URL answers 200 (an HTTP service); otherwise when `target` says SERVING (gRPC).
+    health_url: str | None = None
     process: subprocess.Popen | None = field(default=None)
+
+    def is_ready(self) -> bool:
+        if self.health_url is None:
+            return is_serving(self.target)
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=1.0) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
 
     def start(self, env: dict[str, str]) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
@@ -131,6 +149,7 @@ def run(args: argparse.Namespace) -> int:
     embedder_target = f"localhost:{embedder.grpc_port}"
     os.environ.setdefault("SEARCH_EMBEDDER_TARGET", embedder_target)
     search = SearchSettings()
+    web = web_settings(args, data_root, search)
     env = dict(os.environ)
 
     log_dir = args.log_dir or data_root / "logs"
@@ -140,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
             "search", "search_service", f"localhost:{search.grpc_port}", search.metrics_port, log_dir / "search.log"
         ),
     ]
+    if web is not None:
+        web_url = f"http://localhost:{web.port}"
+        services.append(Service("web", "facesearch.web", web_url, 0, log_dir / "web.log", f"{web_url}/healthz"))
     print(f"Starting FaceSearch (logs in {log_dir}) ...", flush=True)
     for service in services:
         service.start(env)
@@ -161,6 +183,7 @@ def run(args: argparse.Namespace) -> int:
             f"  embedder        {services[0].target}  gRPC (facesearch.v1.EmbedderService); "
             f"metrics http://localhost:{embedder.metrics_port}/metrics\n"
             f"  model pack      {embedder.model_pack} in {embedder.models_dir}\n"
+            f"{web_banner(web)}"
             f"  database        {describe_database(search)}\n"
             f"  logs            {log_dir}\n"
             "Try: facesearch index my-event ./photos && facesearch search my-event selfie.jpg\n"
@@ -181,6 +204,28 @@ def run(args: argparse.Namespace) -> int:
             service.stop(timeout_s=max(embedder.shutdown_grace_s, search.shutdown_grace_s) + 10)
 
 
+def web_settings(args: argparse.Namespace, data_root: Path, search: SearchSettings) -> WebSettings | None:
+    """The web gateway's settings (through FACESEARCH_WEB_* in the environment its process gets), or
+    None when it is switched off or its extra is not installed."""
+    if args.web_port is not None:
+        os.environ["FACESEARCH_WEB_PORT"] = str(args.web_port)
+    os.environ.setdefault("FACESEARCH_WEB_SEARCH_TARGET", f"localhost:{search.grpc_port}")
+    os.environ.setdefault("FACESEARCH_WEB_DATA_DIR", str(data_root / "web"))
+    settings = WebSettings()
+    if settings.port == 0:
+        return None
+    if importlib.util.find_spec("starlette") is None or importlib.util.find_spec("uvicorn") is None:
+        print("  (no web page: the `web` extra is not installed; uv sync --extra web)", flush=True)
+        return None
+    return settings
+
+
+def web_banner(web: WebSettings | None) -> str:
+    if web is None:
+        return ""
+    return f"  web page        http://localhost:{web.port}  (photos kept in {web.data_dir})\n"
+
+
 def wait_until_ready(services: list[Service], timeout_s: float, stopping: Callable[[], bool]) -> bool:
     deadline = time.monotonic() + timeout_s
     pending = list(services)
@@ -196,7 +241,7 @@ def wait_until_ready(services: list[Service], timeout_s: float, stopping: Callab
                     file=sys.stderr,
                 )
                 return False
-            if is_serving(service.target):
+            if service.is_ready():
                 print(f"  {service.name} is serving on {service.target}", flush=True)
                 pending.remove(service)
         if time.monotonic() > deadline:

@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from pydantic_settings import BaseSettings
 
 from embedder_service.config import EmbedderSettings
+from facesearch.web.config import WebSettings
 from search_service.config import SearchSettings
 from tests.tools import venv_tool
 
@@ -27,7 +28,11 @@ OVERLAYS = sorted(p for p in (K8S / "overlays").iterdir() if (p / "kustomization
 KUBERNETES_VERSION = "1.32.0"
 
 # Env prefix -> (settings class, workload name as in the manifests).
-SETTINGS_BY_PREFIX: dict[str, type[BaseSettings]] = {"EMBEDDER_": EmbedderSettings, "SEARCH_": SearchSettings}
+SETTINGS_BY_PREFIX: dict[str, type[BaseSettings]] = {
+    "EMBEDDER_": EmbedderSettings,
+    "SEARCH_": SearchSettings,
+    "FACESEARCH_WEB_": WebSettings,
+}
 
 
 def kubectl() -> str:

@@ -21,7 +21,11 @@ SERVICE_DOCKERFILES = {
     "search.Dockerfile": "search",
     "embedder-cpu.Dockerfile": "embedder",
     "embedder-gpu.Dockerfile": "embedder",
+    "web.Dockerfile": "web",
 }
+# Extra -> (module the image runs, env prefix of its settings).
+ENTRYPOINTS = {"search": "search_service", "embedder": "embedder_service", "web": "facesearch.web"}
+ENV_PREFIXES = {"search": "SEARCH_", "embedder": "EMBEDDER_", "web": "FACESEARCH_WEB_"}
 # Distributions that only make sense with a GPU; none may reach the search image.
 GPU_DISTRIBUTIONS = re.compile(r"^(onnxruntime-gpu|nvidia-[a-z0-9-]+|tensorrt[a-z0-9-]*|cupy[a-z0-9-]*|torch)==")
 
@@ -69,8 +73,7 @@ def test_dockerfile_is_multi_stage_non_root_and_pins_uv(name: str) -> None:
     assert uv_version, "the Makefile pins the uv version it bootstraps"
     assert f"uv=={uv_version[1]}" in runs, "the image pins the same uv version as the Makefile"
     entrypoint = next(args for keyword, args in reversed(instructions) if keyword == "ENTRYPOINT")
-    service = "search_service" if name.startswith("search") else "embedder_service"
-    assert entrypoint == f'["python", "-m", "{service}"]'
+    assert entrypoint == f'["python", "-m", "{ENTRYPOINTS[SERVICE_DOCKERFILES[name]]}"]'
     # The runtime stage gets the venv only (the project is installed into it, --no-editable).
     copies = [args for keyword, args in instructions if keyword == "COPY" and "--from=build" in args]
     assert copies and all("/opt/facesearch/venv" in c for c in copies)
@@ -82,8 +85,8 @@ def test_dockerfile_env_vars_are_settings_fields(name: str) -> None:
     for keyword, args in _instructions(DOCKER / name):
         if keyword == "ENV":
             env.update(pair.split("=", 1) for pair in shlex.split(args))
-    service_vars = {k: v for k, v in env.items() if k.startswith(("EMBEDDER_", "SEARCH_"))}
-    prefix = "SEARCH_" if name.startswith("search") else "EMBEDDER_"
+    service_vars = {k: v for k, v in env.items() if k.startswith(tuple(ENV_PREFIXES.values()))}
+    prefix = ENV_PREFIXES[SERVICE_DOCKERFILES[name]]
     assert service_vars and all(k.startswith(prefix) for k in service_vars)
     errors = [env_field_error(k) for k in service_vars]
     assert not [e for e in errors if e], errors
@@ -104,7 +107,7 @@ def test_gpu_image_matches_onnxruntime_gpu_cuda_major() -> None:
 
 
 def test_cpu_images_use_a_slim_python_base() -> None:
-    for name in ("search.Dockerfile", "embedder-cpu.Dockerfile"):
+    for name in ("search.Dockerfile", "embedder-cpu.Dockerfile", "web.Dockerfile"):
         args = dict(a.split("=", 1) for keyword, a in _instructions(DOCKER / name) if keyword == "ARG" and "=" in a)
         assert re.fullmatch(r"python:3\.1[1-3]-slim(-\w+)?", args["PYTHON_IMAGE"]), name
 

@@ -14,6 +14,8 @@ import pytest
 import yaml
 
 from embedder_service.config import EmbedderSettings
+from facesearch.web.app import create_app
+from facesearch.web.config import WebSettings
 from search_service.config import SearchSettings
 from tests.deploy.crd_schemas import CRD_SCHEMAS
 from tests.deploy.manifests import (
@@ -35,9 +37,12 @@ from tests.deploy.manifests import (
 
 EMBEDDER = "facesearch-embedder"
 SEARCH = "facesearch-search"
+WEB = "facesearch-web"
+# The optional web page, turned on the way deploy/README.md says (cpu overlay + components/web).
+WEB_EXAMPLE = K8S / "examples" / "cpu-with-web"
 QUEUE_DEPTH_METRIC = "facesearch_embedder_queue_depth"
 # Every directory a user may `kubectl apply -k`.
-RENDERED_DIRS = [K8S / "base", *OVERLAYS]
+RENDERED_DIRS = [K8S / "base", *OVERLAYS, WEB_EXAMPLE]
 CNPG_OVERLAYS = {"cpu", "gpu", "gpu-cpu-autoscaling"}
 GPU_OVERLAYS = {"gpu", "gpu-cpu-autoscaling", "external-database"}
 
@@ -372,3 +377,51 @@ def test_kustomization_files_reference_existing_paths() -> None:
             assert (kustomization.parent / entry).exists(), f"{kustomization.relative_to(REPO)}: {entry}"
         yaml_files = {p.name for p in kustomization.parent.glob("*.yaml")} - {"kustomization.yaml"}
         assert yaml_files <= {Path(e).name for e in listed}, f"{kustomization.parent}: unlisted {yaml_files}"
+
+
+def test_web_page_is_off_by_default() -> None:
+    for directory in [K8S / "base", *OVERLAYS]:
+        assert not [o for o in _rendered(directory) if o["metadata"]["name"].startswith(WEB)], directory.name
+
+
+def test_web_component_runs_the_gateway_against_the_search_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    objects = list(_rendered(WEB_EXAMPLE))
+    deployment = named(objects, "Deployment", WEB)
+    pod = deployment["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["image"].startswith("registry.example.com/") and ":" in container["image"]
+    errors = [env_field_error(e["name"]) for e in container["env"]]
+    assert not [e for e in errors if e], errors
+    assert all(e["name"].startswith("FACESEARCH_WEB_") for e in container["env"])
+    settings = settings_from_env(WebSettings, literal_env(container), monkeypatch)
+    assert settings.host == "0.0.0.0"
+    assert {p["name"]: p["containerPort"] for p in container["ports"]} == {"http": settings.port}
+    # The search service's own Service name and gRPC port.
+    search_port = next(p["port"] for p in named(objects, "Service", SEARCH)["spec"]["ports"] if p["name"] == "grpc")
+    assert settings.search_target == f"{SEARCH}:{search_port}"
+    # Probes hit routes the gateway has.
+    paths = {getattr(route, "path", None) for route in create_app(settings).routes}
+    for probe in ("readinessProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == "http" and container[probe]["httpGet"]["path"] in paths
+    # The kept photos live on the claim, not the (read-only) root filesystem.
+    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == str(settings.data_dir))
+    volume = next(v for v in pod["volumes"] if v["name"] == mount["name"])
+    claim = named(objects, "PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"])
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert deployment["spec"]["strategy"]["type"] == "Recreate", "a ReadWriteOnce volume: no two pods at once"
+    assert container["env"][-1]["valueFrom"]["secretKeyRef"]["optional"] is True, "the key is optional"
+
+
+def test_web_network_policy_admits_browsers_and_reaches_only_search() -> None:
+    objects = list(_rendered(WEB_EXAMPLE))
+    labels = named(objects, "Deployment", WEB)["spec"]["template"]["metadata"]["labels"]
+    search_labels = named(objects, "Deployment", SEARCH)["spec"]["template"]["metadata"]["labels"]
+    policies = _policies_for(objects, labels)
+    assert _ingress_peers_for_port(policies, 8080) == [None], "browsers come from anywhere (an Ingress)"
+    egress = [rule for policy in policies for rule in policy["spec"].get("egress", [])]
+    to_search = [r for r in egress if any(selector_matches(p.get("podSelector", {}), search_labels) for p in r["to"])]
+    assert [p["port"] for r in to_search for p in r["ports"]] == [50052]
+    assert {p["port"] for r in egress for p in r["ports"]} <= {50052, 53}
+    # The search service's own policy lets the gateway in on its gRPC port.
+    search_peers = _ingress_peers_for_port(_policies_for(objects, search_labels), 50052)
+    assert None in search_peers or any(selector_matches(p.get("podSelector", {}), labels) for p in search_peers if p)

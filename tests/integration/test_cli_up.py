@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -33,9 +35,12 @@ def stack_env(tmp_path: Path, models_dir: Path) -> dict[str, str]:
         SEARCH_GRPC_PORT=str(free_port()),
         SEARCH_METRICS_PORT=str(free_port()),
         SEARCH_DATA_DIR=str(tmp_path / "data" / "pgdata"),
+        FACESEARCH_WEB_PORT=str(free_port()),
     )
     env.pop("SEARCH_DATABASE_URL", None)
     env.pop("SEARCH_EMBEDDER_TARGET", None)
+    env.pop("FACESEARCH_WEB_SEARCH_TARGET", None)
+    env.pop("FACESEARCH_WEB_DATA_DIR", None)
     return env
 
 
@@ -88,6 +93,14 @@ def test_up_runs_the_whole_stack_and_stops_on_ctrl_c(tmp_path: Path, model_pack)
             stub = search_pb2_grpc.FaceSearchServiceStub(channel)
             created = stub.CreateCollection(search_pb2.CreateCollectionRequest(name="up-smoke"), timeout=10)
             assert created.collection.name == "up-smoke"
+        # The web page, served by the gateway `up` started, lists what the search service holds.
+        web_url = f"http://localhost:{env['FACESEARCH_WEB_PORT']}"
+        assert f"web page        {web_url}" in banner
+        with urllib.request.urlopen(web_url, timeout=10) as reply:
+            assert "<title>FaceSearch</title>" in reply.read().decode()
+        with urllib.request.urlopen(f"{web_url}/api/collections", timeout=30) as reply:
+            assert "up-smoke" in [c["name"] for c in json.load(reply)["collections"]]
+        assert (tmp_path / "data" / "web").is_dir(), "photos kept beside the database's data"
     finally:
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=60)
