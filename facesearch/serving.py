@@ -5,6 +5,7 @@ shutdown (health NOT_SERVING first, then `server.stop(grace)`)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
@@ -16,15 +17,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facesearch.errors import status_of
+from facesearch import wire
+from facesearch.errors import is_infrastructure_error, status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
 
 log = logging.getLogger(__name__)
 
+# Methods of this project's services (their request streams handle wire.Malformed items).
+OWN_PACKAGE_PREFIX = "/facesearch."
+
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Turns exceptions into status codes (domain errors keep their message; anything else is
-    INTERNAL with a generic message and the traceback in the log) and records calls/latency."""
+    INTERNAL with a generic message and the traceback in the log) and records calls/latency.
+
+    Every request passes facesearch.wire's check first: a body that does not parse or a bad field
+    is INVALID_ARGUMENT before the handler runs. Request streams of our own services get unparsable
+    items as `wire.Malformed` and answer each as that item's error, so the stream goes on."""
 
     def __init__(self, service: str) -> None:
         self._service = service
@@ -37,28 +46,33 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method = handler_call_details.method
+        method = full_method.rsplit("/", 1)[-1]
+        deserializer = wire.tolerant(handler.request_deserializer, method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary),
-                handler.request_deserializer,
+                self._wrap_unary(method, handler.unary_unary, check=True),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                handler.request_deserializer,
+                self._wrap_stream(method, handler.unary_stream, check=True),
+                deserializer,
+                handler.response_serializer,
+            )
+        # Request streams: only our services know how to answer a Malformed item on its own.
+        if not full_method.startswith(OWN_PACKAGE_PREFIX):
+            deserializer = handler.request_deserializer
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary, check=False),
+                deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(method, handler.stream_stream),
-            handler.request_deserializer,
+            self._wrap_stream(method, handler.stream_stream, check=False),
+            deserializer,
             handler.response_serializer,
         )
 
@@ -70,13 +84,19 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         code, message = status_of(exc)
         if code is grpc.StatusCode.INTERNAL:
             log.exception("unhandled error in %s", method)
+        elif is_infrastructure_error(exc):
+            log.warning("%s: %s: %s", method, exc.__class__.__name__, exc)
         await context.abort(code, message)
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _wrap_unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]], check: bool
+    ) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if check:
+                    wire.check_request(request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -92,13 +112,18 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(
-        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
+    def _wrap_stream(self, method: str, behavior: Callable[..., Any], check: bool) -> Callable[..., Any]:
+        if not inspect.isasyncgenfunction(behavior):
+            # A handler that writes with `context.write()` and returns (grpc's own Health.Watch):
+            # wrapping it in an async generator would make grpc treat its None as a message.
+            return self._wrap_unary(method, behavior, check)
+
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if check:
+                    wire.check_request(request)
                 async for response in behavior(request, context):
                     yield response
             except asyncio.CancelledError:

@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +38,8 @@ from search_service.sql import Cursor
 DEFAULT_TOP_K = 10
 # Faces of one selfie searched with when `all_faces` is set.
 MAX_QUERY_FACES = 10
+# Tokens this service issues are ~100 characters; anything much longer is forged.
+MAX_PAGE_TOKEN_CHARS = 512
 # pgvector caps hnsw.ef_search at 1000.
 MAX_EF_SEARCH = 1000
 
@@ -52,11 +55,26 @@ class PageToken:
 
     @classmethod
     def decode(cls, token: str, query_hash: str) -> PageToken:
+        """The token's cursor; INVALID_ARGUMENT for anything this service did not issue. Tokens are
+        unsigned, so every value is checked: length first (deep nesting), then types and ranges
+        (a distance that is not a finite number, a key past int64)."""
+        not_ours = InvalidArgument("page_token is not a token this service issued")
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise not_ours
         try:
             payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
-            parsed = cls(Cursor(float(payload["d"]), int(payload["k"])), str(payload["q"]))
-        except (binascii.Error, ValueError, KeyError, TypeError):
-            raise InvalidArgument("page_token is not a token this service issued") from None
+            distance, key, bound_to = payload["d"], payload["k"], payload["q"]
+        except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
+            raise not_ours from None
+        if not (
+            isinstance(distance, int | float)
+            and isinstance(key, int)
+            and isinstance(bound_to, str)
+            and math.isfinite(distance)
+            and 0 <= key < 2**63
+        ):
+            raise not_ours
+        parsed = cls(Cursor(float(distance), key), bound_to)
         if parsed.query_hash != query_hash:
             raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
         return parsed
