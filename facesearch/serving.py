@@ -199,6 +199,9 @@ class GrpcServer:
             interceptors=[ErrorAndMetricsInterceptor(service_label)],
             options=options.channel_args(),
         )
+        # Set when stopping starts: long request streams stop taking requests, answer what they
+        # took and end with UNAVAILABLE ("resend the rest") well before the grace runs out.
+        self.draining = asyncio.Event()
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
@@ -229,7 +232,9 @@ class GrpcServer:
             await self.health.set(name, status)
 
     async def stop(self, grace_s: float) -> None:
-        """Health NOT_SERVING, refuse new calls, give in-flight calls `grace_s` to finish."""
+        """Health NOT_SERVING, tell open streams to wrap up, refuse new calls, give in-flight
+        calls `grace_s` to finish."""
+        self.draining.set()
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
 

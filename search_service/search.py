@@ -80,6 +80,11 @@ class PageToken:
         return parsed
 
 
+def page_token_after(result: SearchResult, match: PhotoMatch) -> str:
+    """A token for the page that follows `match` of `result` (for a page ended early)."""
+    return PageToken(Cursor(match.distance, match.photo_key), result.query_hash).encode()
+
+
 def query_hash(
     collection_id: int, vectors: list[np.ndarray], search_filter: SearchFilter, min_similarity: float | None
 ) -> str:
@@ -164,7 +169,9 @@ class SearchEngine:
         if len(matches) > top_k:
             last = matches[top_k - 1]
             token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode()
-        return SearchResult(matches=matches[:top_k], next_page_token=token, query_faces=query_faces)
+        return SearchResult(
+            matches=matches[:top_k], next_page_token=token, query_faces=query_faces, query_hash=bound_to
+        )
 
     async def _vectors(
         self, collection: Collection, query: SearchQuery

@@ -95,16 +95,18 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         raise
     repository = Repository(database)
     indexer = Indexer(repository, embedder, settings, dim)
+    server = GrpcServer(
+        "search",
+        ServerOptions.from_settings(settings),
+    )
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
         SearchEngine(repository, embedder, settings, dim),
         PersonRegistry(repository, embedder, settings, dim),
         settings.default_tenant,
-    )
-    server = GrpcServer(
-        "search",
-        ServerOptions.from_settings(settings),
+        server.draining,
+        settings.max_response_bytes,
     )
     server.add_service(SERVICE_NAME, search_pb2_grpc.add_FaceSearchServiceServicer_to_server, servicer)
     port = await server.start()

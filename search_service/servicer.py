@@ -4,6 +4,7 @@ status codes by the shared interceptor (in a stream: into that item's own status
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -12,7 +13,8 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import status_pb2
 
 from facesearch import wire
-from facesearch.errors import InvalidArgument, status_of
+from facesearch.errors import InvalidArgument, Unavailable, status_of
+from facesearch.streams import UntilDraining
 from facesearch.v1 import face_pb2, search_pb2, search_pb2_grpc
 from search_service import validation
 from search_service.catalog import Catalog
@@ -27,6 +29,7 @@ from search_service.domain import (
     JsonObject,
     Person,
     PhotoInput,
+    PhotoMatch,
     QueryFace,
     QueryKind,
     SearchFilter,
@@ -34,9 +37,11 @@ from search_service.domain import (
 )
 from search_service.indexing import Indexer
 from search_service.persons import PersonRegistry
-from search_service.search import SearchEngine
+from search_service.search import SearchEngine, page_token_after
 
 TENANT_METADATA_KEY = "x-tenant-id"
+# Room left in a response for gRPC framing and trailers.
+RESPONSE_MARGIN_BYTES = 1024
 
 _OUTCOMES = {
     IndexOutcome.CREATED: search_pb2.INDEX_OUTCOME_CREATED,
@@ -192,6 +197,17 @@ def person_proto(person: Person) -> search_pb2.Person:
     )
 
 
+def photo_match_proto(match: PhotoMatch) -> search_pb2.PhotoMatch:
+    return search_pb2.PhotoMatch(
+        photo_id=match.photo_id,
+        face_id=str(match.face_id),
+        box=box_proto(match.box),
+        similarity=match.similarity,
+        metadata=dict_to_struct(match.metadata),
+        taken_time=datetime_to_timestamp(match.taken_at),
+    )
+
+
 def status_proto(error: BaseException | None) -> status_pb2.Status:
     if error is None:
         return status_pb2.Status(code=grpc.StatusCode.OK.value[0])
@@ -222,7 +238,11 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         engine: SearchEngine,
         persons: PersonRegistry,
         default_tenant: str,
+        draining: asyncio.Event | None = None,
+        max_response_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self._max_response_bytes = max_response_bytes
+        self._draining = draining or asyncio.Event()
         self._catalog = catalog
         self._indexer = indexer
         self._engine = engine
@@ -267,13 +287,19 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         self, request_iterator: AsyncIterator[search_pb2.IndexPhotosRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[search_pb2.IndexPhotosResponse]:
         tenant = self._tenant(context)
+        requests = UntilDraining(request_iterator, self._draining)
 
         async def photos() -> AsyncIterator[PhotoInput]:
-            async for request in request_iterator:
+            async for request in requests:
                 yield photo_input(request)
 
         async for result in self._indexer.index_photos(tenant, photos()):
             yield index_response(result)
+        if requests.interrupted:
+            raise Unavailable(
+                "the server is shutting down: every photo it took is answered above; "
+                "resend the photos without an answer (to another replica)"
+            )
 
     async def DeletePhoto(
         self, request: search_pb2.DeletePhotoRequest, context: grpc.aio.ServicerContext
@@ -287,22 +313,22 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         result = await self._engine.search(self._tenant(context), search_query(request))
-        return search_pb2.SearchResponse(
-            matches=[
-                search_pb2.PhotoMatch(
-                    photo_id=m.photo_id,
-                    face_id=str(m.face_id),
-                    box=box_proto(m.box),
-                    similarity=m.similarity,
-                    metadata=dict_to_struct(m.metadata),
-                    taken_time=datetime_to_timestamp(m.taken_at),
-                )
-                for m in result.matches
-            ],
+        response = search_pb2.SearchResponse(
             next_page_token=result.next_page_token,
             query_faces=[query_face_proto(f) for f in result.query_faces],
             no_face_reason=result.no_face_reason,
         )
+        # Each match's encoded size (+ its field tag and length) counts against the budget; a
+        # page that would not fit ends early and the next page starts after its last match.
+        size = response.ByteSize() + RESPONSE_MARGIN_BYTES
+        for index, match in enumerate(result.matches):
+            message = photo_match_proto(match)
+            size += message.ByteSize() + 8
+            if size > self._max_response_bytes and index > 0:
+                response.next_page_token = page_token_after(result, result.matches[index - 1])
+                break
+            response.matches.append(message)
+        return response
 
     async def EnrollPerson(
         self, request: search_pb2.EnrollPersonRequest, context: grpc.aio.ServicerContext
