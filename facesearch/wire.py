@@ -65,12 +65,12 @@ def _check_message(message: Message, path: str, depth: int) -> None:
                     if isinstance(key, str):
                         _check_text(key, f"{name} key")
                     _check_value(value_field, item, item_path, depth + 1)
-            elif field.label == FieldDescriptor.LABEL_REPEATED:
+            elif field.is_repeated:
                 for index, item in enumerate(value):
                     _check_message(item, f"{name}[{index}]", depth + 1)
             else:
                 _check_message(value, name, depth + 1)
-        elif field.label == FieldDescriptor.LABEL_REPEATED:
+        elif field.is_repeated:
             for index, item in enumerate(value):
                 _check_value(field, item, f"{name}[{index}]", depth)
         else:
