@@ -21,19 +21,25 @@ class UntilDraining(Generic[T]):
 
     async def __aiter__(self) -> AsyncIterator[T]:
         stop = asyncio.ensure_future(self._draining.wait())
+        step: asyncio.Future[T] | None = None
         try:
             while not self._draining.is_set():
                 step = asyncio.ensure_future(anext(self._requests))
                 await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
                 if not step.done():
-                    step.cancel()
-                    await asyncio.gather(step, return_exceptions=True)
                     break
                 try:
                     item = step.result()
                 except StopAsyncIteration:
                     return
+                finally:
+                    step = None
                 yield item
             self.interrupted = True
         finally:
             stop.cancel()
+            if step is not None:
+                # A read still pending when draining started or the call ended: end it here, so no
+                # task outlives the call ("Task was destroyed but it is pending!").
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)

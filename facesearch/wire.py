@@ -1,6 +1,6 @@
 """The one check every request field passes through before a handler sees it: bodies that do not
-parse, NUL characters in text, NaN/infinite numbers and over-deep nesting become INVALID_ARGUMENT
-naming the field, never an internal error further down (PostgreSQL, JSON, numpy)."""
+parse, NUL characters in text, NaN/infinity in JSON (Struct) values and over-deep nesting become
+INVALID_ARGUMENT naming the field, never an internal error further down (PostgreSQL, JSON)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from facesearch.errors import InvalidArgument
 MAX_DEPTH = 64
 
 _FLOATS = (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT)
+_JSON_VALUE = struct_pb2.Value.DESCRIPTOR
 
 
 class Malformed:
@@ -82,7 +83,9 @@ def _check_value(field: FieldDescriptor, value: Any, path: str, depth: int) -> N
         _check_message(value, path, depth)
     elif field.type == FieldDescriptor.TYPE_STRING:
         _check_text(value, path)
-    elif field.type in _FLOATS and not math.isfinite(value):
+    elif field.type in _FLOATS and field.containing_type is _JSON_VALUE and not math.isfinite(value):
+        # JSON has no NaN or infinity (jsonb refuses them); other float fields are checked, with
+        # their own ranges, by the services' domain validation.
         raise InvalidArgument(f"{path} must be a finite number (got {value})")
 
 
