@@ -9,7 +9,7 @@ import inspect
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,18 +114,30 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
 
     def _wrap_stream(self, method: str, behavior: Callable[..., Any], check: bool) -> Callable[..., Any]:
         if not inspect.isasyncgenfunction(behavior):
-            # A handler that writes with `context.write()` and returns (grpc's own Health.Watch):
-            # wrapping it in an async generator would make grpc treat its None as a message.
+            # A handler that writes with `context.write()` itself and returns (grpc's own
+            # Health.Watch): wrapped like a unary one, never iterated.
             return self._wrap_unary(method, behavior, check)
 
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> None:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
                 if check:
                     wire.check_request(request)
-                async for response in behavior(request, context):
-                    yield response
+                # Written here rather than yielded to grpc: a write that fails because the client
+                # went away then ends the call quietly as CANCELLED (grpc itself would log each
+                # such failure at ERROR), and the handler's generator is closed right away.
+                responses = behavior(request, context)
+                try:
+                    async for response in responses:
+                        try:
+                            await context.write(response)
+                        except Exception:
+                            code = grpc.StatusCode.CANCELLED
+                            log.debug("%s: the client is gone; ending the stream", method)
+                            return
+                finally:
+                    await responses.aclose()
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise

@@ -131,7 +131,11 @@ class Indexer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for collection_id in touched:
-            await self._maybe_build_hnsw(collection_id)
+            try:
+                await self._maybe_build_hnsw(collection_id)
+            except Exception as exc:
+                # Every photo is answered already: a database blip here must not fail the stream.
+                log.warning("checking collection %d for an HNSW index failed: %s", collection_id, exc)
 
     async def _prepare(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending | None:
         """Validates a photo; None when its bytes are stored already (its metadata and time are
