@@ -1,10 +1,12 @@
-"""Process-wide allocator setting both services apply at start-up, so memory that large requests
-(multi-MiB images) used goes back to the OS once they are done."""
+"""Allocator settings both services use so that memory large requests (multi-MiB images, long ids)
+used goes back to the OS once they are done: a pinned mmap threshold at start-up, a heap trim
+when a stream ends."""
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
-import ctypes.util
+import functools
 import logging
 
 log = logging.getLogger(__name__)
@@ -15,18 +17,21 @@ _M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD_BYTES = 128 * 1024
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        return ctypes.CDLL(None)  # the process's own symbols: libc's malloc functions among them
+    except OSError:
+        return None
+
+
 def release_large_buffers_to_os() -> bool:
     """Pins glibc's mmap threshold. By default glibc raises it after each large free (up to 32
     MiB), so after the first burst every 2 MiB image buffer comes from heap arenas that are rarely
     trimmed: a burst of large requests then kept ~500 MB resident for good. Pinned, such buffers
     stay mmapped and are returned the moment they are freed. False where there is no glibc."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return False
-    try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl and other libcs without mallopt
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -34,3 +39,23 @@ def release_large_buffers_to_os() -> bool:
         log.warning("mallopt(M_MMAP_THRESHOLD) failed; freed request buffers may stay resident")
         return False
     return True
+
+
+_trimming: set[asyncio.Future[None]] = set()
+
+
+def _malloc_trim() -> None:
+    malloc_trim = getattr(_libc(), "malloc_trim", None)
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+def trim_soon() -> None:
+    """Hands the heap's free pages back to the OS (glibc malloc_trim), on a worker thread and at
+    most one at a time. Called when a stream ends: its many mid-sized buffers (long ids, replies)
+    free memory scattered over the heap that glibc would otherwise keep."""
+    if _trimming or getattr(_libc(), "malloc_trim", None) is None:
+        return
+    future = asyncio.get_running_loop().run_in_executor(None, _malloc_trim)
+    _trimming.add(future)
+    future.add_done_callback(_trimming.discard)

@@ -17,7 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facesearch import wire
+from facesearch import memory, wire
 from facesearch.errors import is_infrastructure_error, status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
 
@@ -138,6 +138,7 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
                             return
                 finally:
                     await responses.aclose()
+                    memory.trim_soon()
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
