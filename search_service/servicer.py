@@ -360,15 +360,21 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
             request.top_k,
             request.threshold if request.HasField("threshold") else None,
         )
-        return search_pb2.IdentifyPersonResponse(
-            candidates=[
-                search_pb2.PersonMatch(person=person_proto(c.person), similarity=c.similarity)
-                for c in result.candidates
-            ],
+        response = search_pb2.IdentifyPersonResponse(
             threshold=result.threshold,
             query_face=query_face_proto(result.query_face),
             no_face_reason=result.no_face_reason,
         )
+        # No paging here: candidates (best first) that would push the response past the limit
+        # are left out, so standard clients can still read it.
+        size = response.ByteSize() + RESPONSE_MARGIN_BYTES
+        for index, candidate in enumerate(result.candidates):
+            message = search_pb2.PersonMatch(person=person_proto(candidate.person), similarity=candidate.similarity)
+            size += message.ByteSize() + 8
+            if size > self._max_response_bytes and index > 0:
+                break
+            response.candidates.append(message)
+        return response
 
     async def VerifyPerson(
         self, request: search_pb2.VerifyPersonRequest, context: grpc.aio.ServicerContext

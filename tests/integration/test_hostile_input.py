@@ -359,6 +359,23 @@ async def test_search_pages_end_early_to_fit_the_response_limit(pg_server, embed
                     break
             assert pages > 1
             assert sorted(seen) == sorted(f"p{i}" for i in range(12))
+            # IdentifyPerson has no pages: it leaves out what would not fit.
+            for i in range(8):
+                await stub.EnrollPerson(
+                    search_pb2.EnrollPersonRequest(
+                        collection=name, external_id=f"person{i}", images=[photo(i)], metadata=struct(big)
+                    )
+                )
+            identified = await stub.IdentifyPerson(
+                search_pb2.IdentifyPersonRequest(
+                    collection=name,
+                    face=search_pb2.FaceQuery(embedding=search_pb2.EmbeddingQuery(values=[1.0] * 512)),
+                    top_k=100,
+                    threshold=-1.0,
+                )
+            )
+            assert identified.ByteSize() <= limit
+            assert 1 <= len(identified.candidates) < 8
 
 
 # 12. Shutdown tells open streams early ---------------------------------------------------------
