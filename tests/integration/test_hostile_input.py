@@ -12,6 +12,10 @@ import itertools
 import json
 import logging
 import math
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 
 import grpc
@@ -22,6 +26,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2, search_pb2, search_pb2_grpc
 from tests.faces import FaceSpec, make_photo
 from tests.fixtures.search import RunningSearch, search_database_url, search_running
+from tests.integration.test_search_memory import wait_serving
+from tests.integration.test_search_process import free_port
 
 _names = itertools.count()
 OK = grpc.StatusCode.OK.value[0]
@@ -413,6 +419,55 @@ async def test_shutdown_ends_open_index_streams_early_with_resend_status(pg_serv
             await asyncio.wait_for(stopping, 30)
             assert loop.time() - started < 20  # far inside the 60 s grace
             queue.put_nowait(None)
+
+
+async def test_sigterm_ends_open_index_streams_early_in_a_process(pg_server, embedder_server, tmp_path) -> None:
+    """The same through `python -m search_service` and a real SIGTERM, with a 60 s grace."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "SEARCH_DATABASE_URL": search_database_url(pg_server, unique("sigterm").replace("-", "_")),
+        "SEARCH_GRPC_PORT": str(port),
+        "SEARCH_GRPC_HOST": "127.0.0.1",
+        "SEARCH_METRICS_PORT": str(free_port()),
+        "SEARCH_EMBEDDER_TARGET": embedder_server.target,
+        "SEARCH_SHUTDOWN_GRACE_S": "60",
+    }
+    log = tmp_path / "search.log"
+    with log.open("wb") as out:
+        command = [sys.executable, "-m", "search_service"]
+        process = await asyncio.to_thread(subprocess.Popen, command, env=env, stdout=out, stderr=out)
+    try:
+        await wait_serving(f"127.0.0.1:{port}", process, log)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = search_pb2_grpc.FaceSearchServiceStub(channel)
+            name = await collection(stub)
+            queue: asyncio.Queue[search_pb2.IndexPhotosRequest | None] = asyncio.Queue()
+
+            async def gen() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
+                while (item := await queue.get()) is not None:
+                    yield item
+
+            call = stub.IndexPhotos(gen())
+            for i in range(2):
+                queue.put_nowait(search_pb2.IndexPhotosRequest(collection=name, external_id=f"p{i}", image=photo(i)))
+            answered = [await call.read() for _ in range(2)]
+            assert all(r.status.code == OK for r in answered)
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                while await asyncio.wait_for(call.read(), 30) is not grpc.aio.EOF:
+                    pass
+            assert caught.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "resend" in caught.value.details()
+            queue.put_nowait(None)
+        assert await asyncio.to_thread(process.wait, 30) == 0
+        assert loop.time() - started < 20  # not the 60 s grace
+    finally:
+        if process.poll() is None:
+            process.kill()
+            await asyncio.to_thread(process.wait)
 
 
 # 7. Dropped database connections are UNAVAILABLE -----------------------------------------------
