@@ -9,6 +9,7 @@ import sys
 from embedder_service.config import EmbedderSettings
 from embedder_service.models import ModelPackError
 from embedder_service.server import start_server
+from facesearch.memory import release_large_buffers_to_os
 from facesearch.observability import configure_logging
 from facesearch.serving import run_until_signalled
 
@@ -23,6 +24,7 @@ async def serve(settings: EmbedderSettings) -> None:
 def main() -> int:
     settings = EmbedderSettings()
     configure_logging(settings.log_level)
+    release_large_buffers_to_os()
     try:
         asyncio.run(serve(settings))
     except ModelPackError as exc:

@@ -246,13 +246,15 @@ class Engine:
 
     async def embed_stream(
         self, requests: AsyncIterator[StreamRequest]
-    ) -> AsyncIterator[tuple[str, ImageResult | FaceSearchError]]:
-        """Results as each image finishes (not in request order). At most
+    ) -> AsyncIterator[tuple[StreamRequest, ImageResult | FaceSearchError]]:
+        """(request, outcome) as each image finishes (not in request order): the request itself
+        comes back, so a refused duplicate of an in-flight request_id is never confused with the
+        original (whose options it would take). At most
         `max_in_flight_per_stream` images are in progress or waiting to be sent: the stream stops
         reading requests until the client takes results, so a fast client cannot grow memory."""
         slots = asyncio.Semaphore(self.settings.max_in_flight_per_stream)
-        # (request_id, outcome, whether this entry owns request_id in active_ids); None = end of input.
-        done: asyncio.Queue[tuple[str, ImageResult | FaceSearchError, bool] | None] = asyncio.Queue()
+        # (request, outcome, whether this entry owns request_id in active_ids); None = end of input.
+        done: asyncio.Queue[tuple[StreamRequest, ImageResult | FaceSearchError, bool] | None] = asyncio.Queue()
         active_ids: set[str] = set()
         tasks: set[asyncio.Task[None]] = set()
 
@@ -268,7 +270,7 @@ class Engine:
             except Exception:
                 log.exception("image %r of a stream failed", request.request_id)
                 outcome = FaceSearchError("internal error")
-            done.put_nowait((request.request_id, outcome, True))
+            done.put_nowait((request, outcome, True))
 
         async def read() -> None:
             try:
@@ -278,7 +280,7 @@ class Engine:
                         error = InvalidArgument(
                             f"request_id {request.request_id!r} is already in progress in this stream"
                         )
-                        done.put_nowait((request.request_id, error, False))
+                        done.put_nowait((request, error, False))
                         continue
                     active_ids.add(request.request_id)
                     task = asyncio.create_task(one(request))
@@ -296,10 +298,10 @@ class Engine:
                     reading = False
                     await reader  # re-raises if reading the requests failed (client went away)
                     continue
-                request_id, outcome, owns_id = item
+                request, outcome, owns_id = item
                 if owns_id:
-                    active_ids.discard(request_id)
-                yield request_id, outcome
+                    active_ids.discard(request.request_id)
+                yield request, outcome
                 slots.release()
         finally:
             reader.cancel()

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import io
 import math
+import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -54,7 +56,41 @@ def decode_image(data: bytes, max_pixels: int) -> np.ndarray:
     image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         raise InvalidArgument(f"{fmt} image could not be decoded (corrupt or truncated)")
+    if fmt in ("JPEG", "MPO") and jpeg_data_ends_early(data, image, _imdecode_color):
+        raise InvalidArgument("JPEG is truncated (its image data ends before its last block)")
     return image
+
+
+def _imdecode_color(data: bytes) -> np.ndarray | None:
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+
+
+# Bytes that decode as entropy-coded data (no 0xFF, so no marker), fixed so results repeat.
+_JPEG_FILLER = np.random.default_rng(0x4A504547).integers(0, 0xFF, 1024, dtype=np.uint8).tobytes()
+_PROGRESSIVE_SOF = re.compile(rb"\xff[\xc2\xc6\xca\xce]")
+
+
+def jpeg_data_ends_early(data: bytes, image: np.ndarray, decode: Callable[[bytes], np.ndarray | None]) -> bool:
+    """True when a JPEG's image data stops before its last block, even with an end-of-image marker
+    appended (which `_jpeg_complete` cannot tell from a whole file): the decoder then fills the
+    rest with mid-grey. `image` is `data` as `decode` returned it.
+
+    A decoder that ran out of data takes bytes put in front of the EOI as more image data, so the
+    result changes; a complete file's decoder has every block and skips them. That second decode
+    runs only when it can matter: for baseline files, when a corner (wherever EXIF rotation put
+    the last block) is exactly the decoder's mid-grey fill; for progressive files, always (a cut
+    progressive file misses refinements, not blocks)."""
+    first_scan = data.find(b"\xff\xda")
+    progressive = bool(_PROGRESSIVE_SOF.search(data, 0, first_scan if first_scan >= 0 else len(data)))
+    if not progressive:
+        corners = (image[:2, :2], image[:2, -2:], image[-2:, :2], image[-2:, -2:])
+        if not any(bool((corner == 128).all()) for corner in corners):
+            return False
+    eoi = data.rfind(b"\xff\xd9")
+    if eoi < 0:
+        return False
+    padded = decode(data[:eoi] + _JPEG_FILLER + data[eoi:])
+    return padded is None or padded.shape != image.shape or not np.array_equal(padded, image)
 
 
 def _jpeg_complete(data: bytes) -> bool:

@@ -10,6 +10,7 @@ from google.rpc import status_pb2
 
 from embedder_service import domain
 from embedder_service.engine import Engine
+from facesearch import wire
 from facesearch.errors import FaceSearchError, InvalidArgument, Unavailable, status_of
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2
 
@@ -68,8 +69,21 @@ def face_to_proto(face: domain.Face, return_landmarks: bool) -> face_pb2.Face:
     )
 
 
-def faces_to_proto(result: domain.ImageResult, options: face_pb2.EmbedOptions) -> list[face_pb2.Face]:
-    return [face_to_proto(face, options.return_landmarks) for face in result.faces]
+def faces_to_proto(result: domain.ImageResult, return_landmarks: bool) -> list[face_pb2.Face]:
+    return [face_to_proto(face, return_landmarks) for face in result.faces]
+
+
+def stream_request_from_proto(message: embedder_pb2.EmbedStreamRequest | wire.Malformed) -> domain.StreamRequest:
+    """One stream item; one that does not parse or has a bad field carries its error, so only that
+    item fails and the stream goes on."""
+    if isinstance(message, wire.Malformed):
+        return domain.StreamRequest("", None, domain.RequestOptions(), message.error)
+    try:
+        wire.check_request(message)
+        options = options_from_proto(message.options)
+        return domain.StreamRequest(message.request_id, image_input_from_proto(message.input), options)
+    except InvalidArgument as exc:
+        return domain.StreamRequest(message.request_id, None, domain.RequestOptions(), exc)
 
 
 class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
@@ -89,42 +103,30 @@ class EmbedderServicer(embedder_pb2_grpc.EmbedderServiceServicer):
     ) -> embedder_pb2.EmbedResponse:
         result = await self._engine.embed(image_input_from_proto(request.input), options_from_proto(request.options))
         return embedder_pb2.EmbedResponse(
-            faces=faces_to_proto(result, request.options),
+            faces=faces_to_proto(result, request.options.return_landmarks),
             image_size=face_pb2.ImageSize(width=result.width, height=result.height),
         )
 
     async def EmbedStream(
-        self, request_iterator: AsyncIterator[embedder_pb2.EmbedStreamRequest], context: grpc.aio.ServicerContext
+        self,
+        request_iterator: AsyncIterator[embedder_pb2.EmbedStreamRequest | wire.Malformed],
+        context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[embedder_pb2.EmbedStreamResponse]:
-        # The wire options of each request still in progress (ids may repeat once answered).
-        wire_options: dict[str, list[face_pb2.EmbedOptions]] = {}
-
         async def requests() -> AsyncIterator[domain.StreamRequest]:
             async for message in request_iterator:
-                wire_options.setdefault(message.request_id, []).append(message.options)
-                options = options_from_proto(message.options)
-                try:
-                    image_input = image_input_from_proto(message.input)
-                except InvalidArgument as exc:
-                    yield domain.StreamRequest(message.request_id, None, options, exc)
-                    continue
-                yield domain.StreamRequest(message.request_id, image_input, options)
+                yield stream_request_from_proto(message)
 
-        async for request_id, outcome in self._engine.embed_stream(requests()):
-            pending = wire_options.get(request_id) or [face_pb2.EmbedOptions()]
-            options = pending.pop(0)
-            if not pending:
-                wire_options.pop(request_id, None)
+        async for request, outcome in self._engine.embed_stream(requests()):
             if isinstance(outcome, FaceSearchError):
                 code, message = status_of(outcome)
                 yield embedder_pb2.EmbedStreamResponse(
-                    request_id=request_id, status=status_pb2.Status(code=code.value[0], message=message)
+                    request_id=request.request_id, status=status_pb2.Status(code=code.value[0], message=message)
                 )
             else:
                 yield embedder_pb2.EmbedStreamResponse(
-                    request_id=request_id,
+                    request_id=request.request_id,
                     status=status_pb2.Status(code=grpc.StatusCode.OK.value[0]),
-                    faces=faces_to_proto(outcome, options),
+                    faces=faces_to_proto(outcome, request.options.return_landmarks),
                     image_size=face_pb2.ImageSize(width=outcome.width, height=outcome.height),
                 )
 

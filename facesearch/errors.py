@@ -3,6 +3,8 @@ place, so handlers raise these and never call `context.set_code`."""
 
 from __future__ import annotations
 
+import sys
+
 import grpc
 
 
@@ -52,10 +54,47 @@ class DeadlineExceeded(FaceSearchError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+def _infrastructure_errors() -> tuple[type[BaseException], ...]:
+    """Exception types that mean "a dependency cannot be reached right now", whoever raised them.
+    asyncpg's are looked up only where asyncpg is loaded (the embedder never imports it)."""
+    types: list[type[BaseException]] = [ConnectionError]
+    asyncpg = sys.modules.get("asyncpg")
+    if asyncpg is not None:
+        types += [
+            asyncpg.PostgresConnectionError,  # connection lost, refused, does not exist
+            asyncpg.OperatorInterventionError,  # admin shutdown, crash shutdown, cannot connect now
+            asyncpg.InterfaceError,  # "connection is closed" / "connection was closed in the middle of operation"
+            asyncpg.InternalClientError,  # protocol state broken by a connection dropped mid-query
+        ]
+    return tuple(types)
+
+
+def is_infrastructure_error(exc: BaseException) -> bool:
+    """True for errors that a retry (on another replica, or a moment later) can fix."""
+    return isinstance(exc, _infrastructure_errors())
+
+
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode, str]:
-    """The (code, message) a caller sees for `exc`; unexpected errors get a generic message."""
+    """The (code, message) a caller sees for `exc`: domain errors keep theirs, an unreachable
+    dependency is UNAVAILABLE (so clients that retry UNAVAILABLE retry it), anything else is
+    INTERNAL with a generic message."""
     if isinstance(exc, FaceSearchError):
         return exc.code, exc.message
     if isinstance(exc, grpc.aio.AioRpcError):
         return exc.code(), exc.details() or exc.code().name
+    if is_infrastructure_error(exc):
+        return grpc.StatusCode.UNAVAILABLE, f"a dependency is unavailable ({exc.__class__.__name__}); retry"
     return grpc.StatusCode.INTERNAL, "internal error"
+
+
+def detached(exc: BaseException) -> FaceSearchError:
+    """`exc` as a FaceSearchError carrying only its status: no traceback, cause or context, so a
+    result that holds it (e.g. a per-photo error waiting to be sent) does not keep the frames that
+    raised it alive, with their locals (image bytes) in them."""
+    code, message = status_of(exc)
+    if isinstance(exc, FaceSearchError):
+        exc.__traceback__ = exc.__cause__ = exc.__context__ = None
+        return exc
+    error = FaceSearchError(message)
+    error.code = code
+    return error

@@ -5,10 +5,11 @@ shutdown (health NOT_SERVING first, then `server.stop(grace)`)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,15 +17,23 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from facesearch.errors import status_of
+from facesearch import memory, wire
+from facesearch.errors import is_infrastructure_error, status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
 
 log = logging.getLogger(__name__)
 
+# Methods of this project's services (their request streams handle wire.Malformed items).
+OWN_PACKAGE_PREFIX = "/facesearch."
+
 
 class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
     """Turns exceptions into status codes (domain errors keep their message; anything else is
-    INTERNAL with a generic message and the traceback in the log) and records calls/latency."""
+    INTERNAL with a generic message and the traceback in the log) and records calls/latency.
+
+    Every request passes facesearch.wire's check first: a body that does not parse or a bad field
+    is INVALID_ARGUMENT before the handler runs. Request streams of our own services get unparsable
+    items as `wire.Malformed` and answer each as that item's error, so the stream goes on."""
 
     def __init__(self, service: str) -> None:
         self._service = service
@@ -37,28 +46,33 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method.rsplit("/", 1)[-1]
+        full_method = handler_call_details.method
+        method = full_method.rsplit("/", 1)[-1]
+        deserializer = wire.tolerant(handler.request_deserializer, method)
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.unary_unary),
-                handler.request_deserializer,
-                handler.response_serializer,
-            )
-        if handler.stream_unary:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, handler.stream_unary),
-                handler.request_deserializer,
+                self._wrap_unary(method, handler.unary_unary, check=True),
+                deserializer,
                 handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, handler.unary_stream),
-                handler.request_deserializer,
+                self._wrap_stream(method, handler.unary_stream, check=True),
+                deserializer,
+                handler.response_serializer,
+            )
+        # Request streams: only our services know how to answer a Malformed item on its own.
+        if not full_method.startswith(OWN_PACKAGE_PREFIX):
+            deserializer = handler.request_deserializer
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.stream_unary, check=False),
+                deserializer,
                 handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
-            self._wrap_stream(method, handler.stream_stream),
-            handler.request_deserializer,
+            self._wrap_stream(method, handler.stream_stream, check=False),
+            deserializer,
             handler.response_serializer,
         )
 
@@ -70,13 +84,19 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         code, message = status_of(exc)
         if code is grpc.StatusCode.INTERNAL:
             log.exception("unhandled error in %s", method)
+        elif is_infrastructure_error(exc):
+            log.warning("%s: %s: %s", method, exc.__class__.__name__, exc)
         await context.abort(code, message)
 
-    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _wrap_unary(
+        self, method: str, behavior: Callable[..., Awaitable[Any]], check: bool
+    ) -> Callable[..., Awaitable[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
+                if check:
+                    wire.check_request(request)
                 return await behavior(request, context)
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
@@ -92,15 +112,33 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(
-        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
-    ) -> Callable[..., AsyncIterator[Any]]:
-        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    def _wrap_stream(self, method: str, behavior: Callable[..., Any], check: bool) -> Callable[..., Any]:
+        if not inspect.isasyncgenfunction(behavior):
+            # A handler that writes with `context.write()` itself and returns (grpc's own
+            # Health.Watch): wrapped like a unary one, never iterated.
+            return self._wrap_unary(method, behavior, check)
+
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> None:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
             try:
-                async for response in behavior(request, context):
-                    yield response
+                if check:
+                    wire.check_request(request)
+                # Written here rather than yielded to grpc: a write that fails because the client
+                # went away then ends the call quietly as CANCELLED (grpc itself would log each
+                # such failure at ERROR), and the handler's generator is closed right away.
+                responses = behavior(request, context)
+                try:
+                    async for response in responses:
+                        try:
+                            await context.write(response)
+                        except Exception:
+                            code = grpc.StatusCode.CANCELLED
+                            log.debug("%s: the client is gone; ending the stream", method)
+                            return
+                finally:
+                    await responses.aclose()
+                    memory.trim_soon()
             except asyncio.CancelledError:
                 code = grpc.StatusCode.CANCELLED
                 raise
@@ -174,6 +212,9 @@ class GrpcServer:
             interceptors=[ErrorAndMetricsInterceptor(service_label)],
             options=options.channel_args(),
         )
+        # Set when stopping starts: long request streams stop taking requests, answer what they
+        # took and end with UNAVAILABLE ("resend the rest") well before the grace runs out.
+        self.draining = asyncio.Event()
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
@@ -204,7 +245,9 @@ class GrpcServer:
             await self.health.set(name, status)
 
     async def stop(self, grace_s: float) -> None:
-        """Health NOT_SERVING, refuse new calls, give in-flight calls `grace_s` to finish."""
+        """Health NOT_SERVING, tell open streams to wrap up, refuse new calls, give in-flight
+        calls `grace_s` to finish."""
+        self.draining.set()
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
 

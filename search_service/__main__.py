@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from facesearch.memory import release_large_buffers_to_os
 from facesearch.observability import configure_logging
 from search_service.config import SearchSettings
 from search_service.server import serve
@@ -12,6 +13,7 @@ from search_service.server import serve
 def main() -> None:
     settings = SearchSettings()
     configure_logging(settings.log_level)
+    release_large_buffers_to_os()
     asyncio.run(serve(settings))
 
 

@@ -84,6 +84,9 @@ class SearchSettings(BaseSettings):
     max_top_k: int = Field(default=1000, ge=1)
 
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    # Largest response this service sends. 4 MiB is the receive limit of stock gRPC clients: a
+    # Search page that would be larger ends early with a next_page_token.
+    max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     max_connection_age_s: float = Field(default=300.0, gt=0)
     # Calls still open when a connection reaches its age may finish within this long (a long
     # EmbedStream or IndexPhotos keeps going; new calls go to a new connection).

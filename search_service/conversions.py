@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import field_mask_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import field_mask_pb2, struct_pb2, timestamp_pb2
 from google.rpc import status_pb2
 
+from facesearch import wire
 from facesearch.errors import InvalidArgument, status_of
 from facesearch.v1 import face_pb2, search_pb2
 from search_service.domain import (
@@ -46,8 +47,8 @@ _OUTCOMES = {
 # --- proto -> domain ---------------------------------------------------------------------------
 
 
-def struct_to_dict(message: struct_pb2.Struct) -> JsonObject:
-    return json_format.MessageToDict(message)
+def struct_to_dict(message: struct_pb2.Struct, what: str = "metadata") -> JsonObject:
+    return wire.struct_to_dict(message, what)
 
 
 def timestamp_to_datetime(message: timestamp_pb2.Timestamp) -> datetime:
@@ -62,20 +63,25 @@ def embed_options(message: face_pb2.EmbedOptions) -> EmbedOptions:
     return EmbedOptions(max_faces=message.max_faces, disable_quality_gates=message.disable_quality_gates, **optional)
 
 
-def photo_input(request: search_pb2.IndexPhotosRequest) -> PhotoInput:
-    """The domain photo; a field that cannot be converted becomes the photo's own error, so the
-    stream goes on."""
+def photo_input(request: search_pb2.IndexPhotosRequest | wire.Malformed) -> PhotoInput:
+    """The domain photo; a request that does not parse or a field that cannot be converted becomes
+    the photo's own error, so the stream goes on."""
+    if isinstance(request, wire.Malformed):
+        return PhotoInput("", "", b"", error=request.error)
     try:
-        taken_at = timestamp_to_datetime(request.taken_time) if request.HasField("taken_time") else None
-    except (ValueError, OverflowError):
-        return PhotoInput(
-            request.collection, request.external_id, b"", error=InvalidArgument("taken_time is out of range")
-        )
+        wire.check_request(request)
+        metadata = struct_to_dict(request.metadata)
+        try:
+            taken_at = timestamp_to_datetime(request.taken_time) if request.HasField("taken_time") else None
+        except (ValueError, OverflowError):
+            raise InvalidArgument("taken_time is out of range") from None
+    except InvalidArgument as exc:
+        return PhotoInput(request.collection, request.external_id, b"", error=exc)
     return PhotoInput(
         collection=request.collection,
         external_id=request.external_id,
         image=request.image,
-        metadata=struct_to_dict(request.metadata),
+        metadata=metadata,
         taken_at=taken_at,
         options=embed_options(request.options),
         store_thumbnails=request.store_thumbnails if request.HasField("store_thumbnails") else None,
@@ -89,7 +95,7 @@ def search_filter(message: search_pb2.SearchFilter) -> SearchFilter:
     except (ValueError, OverflowError):
         raise InvalidArgument("filter time is out of range") from None
     return SearchFilter(
-        metadata=struct_to_dict(message.metadata) if message.HasField("metadata") else None,
+        metadata=struct_to_dict(message.metadata, "filter.metadata") if message.HasField("metadata") else None,
         start_time=start,
         end_time=end,
         photo_ids=tuple(message.photo_ids),

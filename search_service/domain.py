@@ -158,6 +158,8 @@ class SearchResult:
     next_page_token: str = ""
     query_faces: list[QueryFace] = field(default_factory=list)
     no_face_reason: str = ""
+    # What this result's page tokens are bound to (see search.PageToken).
+    query_hash: str = ""
 
 
 @dataclass(frozen=True)

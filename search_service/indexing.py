@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from facesearch.errors import FaceSearchError, FailedPrecondition
+from facesearch.errors import FaceSearchError, FailedPrecondition, detached, is_infrastructure_error
 from search_service import validation
 from search_service.config import SearchSettings
 from search_service.domain import Collection, DetectedFace, IndexOutcome, IndexResult, PhotoInput, PhotoWrite
@@ -49,6 +49,19 @@ def no_face_reason(kept: list[DetectedFace], rejected: list[DetectedFace]) -> st
     return f"every detected face ({len(rejected)}) failed the quality gates"
 
 
+def _failed(external_id: str, exc: BaseException, step: str) -> IndexResult:
+    """A photo's error result. Expected failures (bad input, a dependency down) are the caller's
+    answer, not ours to shout about; only unexpected ones are logged with their traceback. The
+    error is detached from its traceback, which would keep the photo's bytes alive while the
+    result waits to be sent."""
+    if not isinstance(exc, FaceSearchError):
+        if is_infrastructure_error(exc):
+            log.warning("%s photo %.100r: %s: %s", step, external_id, exc.__class__.__name__, exc)
+        else:
+            log.error("%s photo %.100r failed", step, external_id, exc_info=exc)
+    return IndexResult(external_id, error=detached(exc))
+
+
 def _log_build_failure(task: asyncio.Task[bool]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("building an HNSW index failed", exc_info=task.exception())
@@ -72,7 +85,9 @@ class Indexer:
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
         """One IndexResult per photo of `photos`, as each is done."""
-        results: asyncio.Queue[IndexResult | None] = asyncio.Queue()
+        # Bounded: a client that does not read its answers stops this stream reading its requests
+        # (and so its photos) instead of growing memory.
+        results: asyncio.Queue[IndexResult | None] = asyncio.Queue(maxsize=self._settings.embedder.max_in_flight)
         to_embed: asyncio.Queue[EmbedItem | None] = asyncio.Queue(maxsize=self._settings.embedder.max_in_flight)
         pending: dict[str, _Pending] = {}
         collections: dict[str, Collection] = {}
@@ -84,16 +99,12 @@ class Indexer:
                 async for photo in photos:
                     try:
                         prepared = await self._prepare(tenant, photo, collections)
-                    except FaceSearchError as exc:
-                        results.put_nowait(IndexResult(photo.external_id, error=exc))
-                        continue
                     except Exception as exc:
-                        # E.g. the database is unreachable: this photo fails, the stream goes on.
-                        log.exception("preparing photo %r failed", photo.external_id)
-                        results.put_nowait(IndexResult(photo.external_id, error=exc))
+                        # E.g. a bad field or the database unreachable: this photo fails, the stream goes on.
+                        await results.put(_failed(photo.external_id, exc, "preparing"))
                         continue
                     if prepared is None:
-                        results.put_nowait(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
+                        await results.put(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
                         continue
                     request_id = str(next(ids))
                     pending[request_id] = prepared
@@ -112,9 +123,9 @@ class Indexer:
                     result = await self._store(prepared, outcome)
                     if result.error is None and not prepared.collection.hnsw_indexed:
                         touched.add(prepared.collection.id)
-                    results.put_nowait(result)
+                    await results.put(result)
             finally:
-                results.put_nowait(None)
+                await results.put(None)
 
         tasks = [asyncio.create_task(intake()), asyncio.create_task(embed_and_store())]
         try:
@@ -127,7 +138,11 @@ class Indexer:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         for collection_id in touched:
-            await self._maybe_build_hnsw(collection_id)
+            try:
+                await self._maybe_build_hnsw(collection_id)
+            except Exception as exc:
+                # Every photo is answered already: a database blip here must not fail the stream.
+                log.warning("checking collection %d for an HNSW index failed: %s", collection_id, exc)
 
     async def _prepare(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending | None:
         """Validates a photo; None when its bytes are stored already (its metadata and time are
@@ -150,7 +165,7 @@ class Indexer:
     async def _store(self, prepared: _Pending, outcome: EmbedOutcome) -> IndexResult:
         photo = prepared.photo
         if outcome.error is not None:
-            return IndexResult(photo.external_id, error=outcome.error)
+            return _failed(photo.external_id, outcome.error, "embedding")
         try:
             kept, rejected = split_by_gates(outcome.faces, self.embedding_dim)
             thumbnails = await self._cut_thumbnails(photo, kept)
@@ -158,12 +173,8 @@ class Indexer:
                 photo.external_id, prepared.content_hash, photo.metadata, photo.taken_at, kept, thumbnails
             )
             outcomes = await self._repo.store_photos(prepared.collection.id, [write])
-        except FaceSearchError as exc:
-            return IndexResult(photo.external_id, error=exc)
         except Exception as exc:
-            # This photo gets INTERNAL (with the traceback in the log); the stream goes on.
-            log.exception("storing photo %r failed", photo.external_id)
-            return IndexResult(photo.external_id, error=exc)
+            return _failed(photo.external_id, exc, "storing")
         result_outcome = outcomes[photo.external_id]
         stored = 0 if result_outcome is IndexOutcome.UNCHANGED else len(kept)
         return IndexResult(

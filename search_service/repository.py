@@ -294,19 +294,33 @@ class Repository:
         outcomes: dict[str, IndexOutcome] = {}
         with _database_call("store_photos"):
             async with self.pool.acquire() as conn, conn.transaction():
-                existing = {
-                    row["external_id"]: row["content_hash"]
-                    for row in await conn.fetch(
-                        """
-                        SELECT p.external_id, p.content_hash
-                        FROM unnest($2::text[]) AS u(external_id)
-                        JOIN photos p ON p.collection_id = $1 AND p.external_id = u.external_id
-                        FOR UPDATE OF p
-                        """,
-                        collection_id,
-                        list(latest),
-                    )
-                }
+                # Writers of the same external id take turns (a row lock cannot cover a row that
+                # does not exist yet): the second of two concurrent streams sending identical
+                # bytes then sees the first's row and answers UNCHANGED instead of rewriting it.
+                await conn.execute(
+                    """
+                    SELECT pg_advisory_xact_lock(k) FROM (
+                        SELECT DISTINCT hashtextextended($1::bigint::text || '/' || u, 0) AS k
+                        FROM unnest($2::text[]) AS u ORDER BY k
+                    ) AS keys
+                    """,
+                    collection_id,
+                    list(latest),
+                )
+                rows = await conn.fetch(
+                    """
+                    SELECT p.external_id, p.content_hash, p.taken_at
+                    FROM unnest($2::text[]) AS u(external_id)
+                    JOIN photos p ON p.collection_id = $1 AND p.external_id = u.external_id
+                    FOR UPDATE OF p
+                    """,
+                    collection_id,
+                    list(latest),
+                )
+                existing = {row["external_id"]: row["content_hash"] for row in rows}
+                # One rule for taken_time: sent, it is stored; left out, a stored photo keeps its
+                # time (whether its bytes changed or not) and a new one gets now().
+                stored_times = {row["external_id"]: row["taken_at"] for row in rows}
                 unchanged = [p for p in latest.values() if existing.get(p.external_id) == p.content_hash]
                 to_write = [p for p in latest.values() if existing.get(p.external_id) != p.content_hash]
                 if unchanged:
@@ -340,7 +354,7 @@ class Repository:
                     [p.external_id for p in to_write],
                     [p.content_hash for p in to_write],
                     [json.dumps(p.metadata) for p in to_write],
-                    [p.taken_at for p in to_write],
+                    [p.taken_at or stored_times.get(p.external_id) for p in to_write],
                 )
                 ids = {row["external_id"]: row["id"] for row in rows}
                 replaced = [row["id"] for row in rows if not row["inserted"]]

@@ -9,6 +9,7 @@ import base64
 import binascii
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -37,12 +38,10 @@ from search_service.sql import Cursor
 DEFAULT_TOP_K = 10
 # Faces of one selfie searched with when `all_faces` is set.
 MAX_QUERY_FACES = 10
+# Tokens this service issues are ~100 characters; anything much longer is forged.
+MAX_PAGE_TOKEN_CHARS = 512
 # pgvector caps hnsw.ef_search at 1000.
 MAX_EF_SEARCH = 1000
-# What a response may carry, well under gRPC's default 4 MiB receive limit (clients keep it).
-RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
-# Room a match takes in a response besides its photo id, metadata and thumbnail.
-MATCH_OVERHEAD_BYTES = 96
 
 
 @dataclass(frozen=True)
@@ -56,14 +55,34 @@ class PageToken:
 
     @classmethod
     def decode(cls, token: str, query_hash: str) -> PageToken:
+        """The token's cursor; INVALID_ARGUMENT for anything this service did not issue. Tokens are
+        unsigned, so every value is checked: length first (deep nesting), then types and ranges
+        (a distance that is not a finite number, a key past int64)."""
+        not_ours = InvalidArgument("page_token is not a token this service issued")
+        if len(token) > MAX_PAGE_TOKEN_CHARS:
+            raise not_ours
         try:
             payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
-            parsed = cls(Cursor(float(payload["d"]), int(payload["k"])), str(payload["q"]))
-        except (binascii.Error, ValueError, KeyError, TypeError):
-            raise InvalidArgument("page_token is not a token this service issued") from None
+            distance, key, bound_to = payload["d"], payload["k"], payload["q"]
+        except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
+            raise not_ours from None
+        if not (
+            isinstance(distance, int | float)
+            and isinstance(key, int)
+            and isinstance(bound_to, str)
+            and math.isfinite(distance)
+            and 0 <= key < 2**63
+        ):
+            raise not_ours
+        parsed = cls(Cursor(float(distance), key), bound_to)
         if parsed.query_hash != query_hash:
             raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
         return parsed
+
+
+def page_token_after(result: SearchResult, match: PhotoMatch) -> str:
+    """A token for the page that follows `match` of `result` (for a page ended early)."""
+    return PageToken(Cursor(match.distance, match.photo_key), result.query_hash).encode()
 
 
 def query_hash(
@@ -146,32 +165,20 @@ class SearchEngine:
             matches = await self._search_ann(collection, vectors[0], query.filter, max_distance, cursor, top_k + 1)
         else:
             matches = await self._search_exact(collection, vectors, query.filter, max_distance, cursor, top_k + 1)
-        more = len(matches) > top_k
-        matches, cut = await self._fit(collection, matches[:top_k], query.include_thumbnails)
         token = ""
-        if more or cut:
-            last = matches[-1]
+        if len(matches) > top_k:
+            last = matches[top_k - 1]
             token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode()
-        return SearchResult(matches=matches, next_page_token=token, query_faces=query_faces)
+        matches = matches[:top_k]
+        if query.include_thumbnails:
+            matches = await self._with_thumbnails(collection, matches)
+        # The servicer may end the page earlier to keep the response under the size limit; it
+        # makes that page's token from `query_hash` (page_token_after).
+        return SearchResult(matches=matches, next_page_token=token, query_faces=query_faces, query_hash=bound_to)
 
-    async def _fit(
-        self, collection: Collection, matches: list[PhotoMatch], with_thumbnails: bool
-    ) -> tuple[list[PhotoMatch], bool]:
-        """The matches that fit one response (thumbnails added when asked for), and whether some
-        were cut: large metadata or thumbnails end a page early; the next page goes on from there."""
-        thumbnails = {}
-        if with_thumbnails:
-            thumbnails = await self._repo.face_thumbnails(collection.id, [m.face_id for m in matches])
-        left = RESPONSE_BUDGET_BYTES
-        fitted: list[PhotoMatch] = []
-        for match in matches:
-            thumbnail = thumbnails.get(match.face_id, b"")
-            size = MATCH_OVERHEAD_BYTES + len(match.photo_id) + len(json.dumps(match.metadata)) + len(thumbnail)
-            if size > left and fitted:
-                return fitted, True
-            left -= size
-            fitted.append(replace(match, thumbnail=thumbnail) if thumbnail else match)
-        return fitted, False
+    async def _with_thumbnails(self, collection: Collection, matches: list[PhotoMatch]) -> list[PhotoMatch]:
+        thumbnails = await self._repo.face_thumbnails(collection.id, [m.face_id for m in matches])
+        return [replace(m, thumbnail=thumbnails[m.face_id]) if m.face_id in thumbnails else m for m in matches]
 
     async def _vectors(
         self, collection: Collection, query: SearchQuery

@@ -103,6 +103,10 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     management = ManagementRepository(database)
     thumbnails = ThumbnailCutter(settings.thumbnails)
     indexer = Indexer(repository, embedder, settings, dim, thumbnails)
+    server = GrpcServer(
+        "search",
+        ServerOptions.from_settings(settings),
+    )
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
@@ -111,10 +115,8 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         settings.default_tenant,
         PhotoLibrary(repository, management, settings),
         FaceAnalysis(embedder, settings, dim),
-    )
-    server = GrpcServer(
-        "search",
-        ServerOptions.from_settings(settings),
+        server.draining,
+        settings.max_response_bytes,
     )
     server.add_service(SERVICE_NAME, search_pb2_grpc.add_FaceSearchServiceServicer_to_server, servicer)
     port = await server.start()

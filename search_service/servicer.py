@@ -5,11 +5,13 @@ stream: into that item's own status)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
 
-from facesearch.errors import InvalidArgument
+from facesearch.errors import InvalidArgument, Unavailable
+from facesearch.streams import UntilDraining
 from facesearch.v1 import search_pb2, search_pb2_grpc
 from search_service import validation
 from search_service.analysis import FaceAnalysis
@@ -37,9 +39,11 @@ from search_service.domain import PhotoInput
 from search_service.indexing import Indexer
 from search_service.persons import PersonRegistry
 from search_service.photos import PhotoLibrary
-from search_service.search import SearchEngine
+from search_service.search import SearchEngine, page_token_after
 
 TENANT_METADATA_KEY = "x-tenant-id"
+# Room left in a response for gRPC framing and trailers.
+RESPONSE_MARGIN_BYTES = 1024
 
 
 class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
@@ -52,7 +56,11 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         default_tenant: str,
         photos: PhotoLibrary,
         analysis: FaceAnalysis,
+        draining: asyncio.Event | None = None,
+        max_response_bytes: int = 4 * 1024 * 1024,
     ) -> None:
+        self._max_response_bytes = max_response_bytes
+        self._draining = draining or asyncio.Event()
         self._catalog = catalog
         self._indexer = indexer
         self._engine = engine
@@ -99,13 +107,19 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         self, request_iterator: AsyncIterator[search_pb2.IndexPhotosRequest], context: grpc.aio.ServicerContext
     ) -> AsyncIterator[search_pb2.IndexPhotosResponse]:
         tenant = self._tenant(context)
+        requests = UntilDraining(request_iterator, self._draining)
 
         async def photos() -> AsyncIterator[PhotoInput]:
-            async for request in request_iterator:
+            async for request in requests:
                 yield photo_input(request)
 
         async for result in self._indexer.index_photos(tenant, photos()):
             yield index_response(result)
+        if requests.interrupted:
+            raise Unavailable(
+                "the server is shutting down: every photo it took is answered above; "
+                "resend the photos without an answer (to another replica)"
+            )
 
     async def DeletePhoto(
         self, request: search_pb2.DeletePhotoRequest, context: grpc.aio.ServicerContext
@@ -119,12 +133,22 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         self, request: search_pb2.SearchRequest, context: grpc.aio.ServicerContext
     ) -> search_pb2.SearchResponse:
         result = await self._engine.search(self._tenant(context), search_query(request))
-        return search_pb2.SearchResponse(
-            matches=[photo_match_proto(m) for m in result.matches],
+        response = search_pb2.SearchResponse(
             next_page_token=result.next_page_token,
             query_faces=[query_face_proto(f) for f in result.query_faces],
             no_face_reason=result.no_face_reason,
         )
+        # Each match's encoded size (+ its field tag and length) counts against the budget; a
+        # page that would not fit ends early and the next page starts after its last match.
+        size = response.ByteSize() + RESPONSE_MARGIN_BYTES
+        for index, match in enumerate(result.matches):
+            message = photo_match_proto(match)
+            size += message.ByteSize() + 8
+            if size > self._max_response_bytes and index > 0:
+                response.next_page_token = page_token_after(result, result.matches[index - 1])
+                break
+            response.matches.append(message)
+        return response
 
     async def EnrollPerson(
         self, request: search_pb2.EnrollPersonRequest, context: grpc.aio.ServicerContext
@@ -156,15 +180,21 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
             request.top_k,
             request.threshold if request.HasField("threshold") else None,
         )
-        return search_pb2.IdentifyPersonResponse(
-            candidates=[
-                search_pb2.PersonMatch(person=person_proto(c.person), similarity=c.similarity)
-                for c in result.candidates
-            ],
+        response = search_pb2.IdentifyPersonResponse(
             threshold=result.threshold,
             query_face=query_face_proto(result.query_face),
             no_face_reason=result.no_face_reason,
         )
+        # No paging here: candidates (best first) that would push the response past the limit
+        # are left out, so standard clients can still read it.
+        size = response.ByteSize() + RESPONSE_MARGIN_BYTES
+        for index, candidate in enumerate(result.candidates):
+            message = search_pb2.PersonMatch(person=person_proto(candidate.person), similarity=candidate.similarity)
+            size += message.ByteSize() + 8
+            if size > self._max_response_bytes and index > 0:
+                break
+            response.candidates.append(message)
+        return response
 
     async def VerifyPerson(
         self, request: search_pb2.VerifyPersonRequest, context: grpc.aio.ServicerContext

@@ -93,6 +93,28 @@ def test_decode_refuses_truncated_jpeg(keep: float, rgb: Image.Image) -> None:
         pipeline.decode_image(cut, MAX_PIXELS)
 
 
+@pytest.mark.parametrize("progressive", [False, True])
+@pytest.mark.parametrize("keep", [0.3, 0.7, 0.97])
+def test_decode_refuses_truncated_jpeg_with_end_marker_appended(
+    keep: float, progressive: bool, rgb: Image.Image
+) -> None:
+    """A cut file with an EOI stuck on its end decodes "fine" (grey-filled) unless checked."""
+    data = _encode(rgb.resize((256, 192)), "JPEG", quality=90, progressive=progressive)
+    forged = data[: int(len(data) * keep)] + b"\xff\xd9"
+    with pytest.raises(InvalidArgument, match="truncated"):
+        pipeline.decode_image(forged, MAX_PIXELS)
+
+
+@pytest.mark.parametrize("progressive", [False, True])
+def test_decode_keeps_whole_jpeg_with_mid_grey_corners(progressive: bool, rgb: Image.Image) -> None:
+    """Mid-grey where a cut file would be grey-filled is not mistaken for a cut."""
+    pixels = np.asarray(rgb.resize((256, 192))).copy()
+    pixels[96:, :] = 128
+    data = _encode(Image.fromarray(pixels), "JPEG", quality=90, progressive=progressive)
+    image = pipeline.decode_image(data, MAX_PIXELS)
+    assert (image[-2:, -2:] == 128).all()
+
+
 def test_decode_refuses_truncated_png(rgb: Image.Image) -> None:
     data = _encode(rgb, "PNG")
     with pytest.raises(InvalidArgument):
