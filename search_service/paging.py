@@ -15,6 +15,11 @@ from facesearch.errors import InvalidArgument
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
+# What a list page may carry (estimated from its rows), well under gRPC's default 4 MiB receive
+# limit. Search and Identify responses are cut by their exact encoded size in the servicer instead.
+RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
+
+
 def bind(*parts: Any) -> str:
     """The hash a token is bound to: everything that decides which rows a query returns."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]

@@ -27,8 +27,8 @@ from search_service.domain import (
 from search_service.embedder_client import EmbedderClient
 from search_service.faces import image_face, source_vector
 from search_service.management_repository import ManagementRepository
+from search_service.paging import RESPONSE_BUDGET_BYTES
 from search_service.repository import Repository
-from search_service.search import RESPONSE_BUDGET_BYTES
 
 MAX_IDENTIFY_TOP_K = 100
 DEFAULT_PAGE_SIZE = 100

@@ -12,8 +12,9 @@ from search_service import paging, validation
 from search_service.config import SearchSettings
 from search_service.domain import Photo, PhotoListQuery, PhotoOrder, PhotoPage, PhotoUpdate
 from search_service.management_repository import ManagementRepository
+from search_service.paging import RESPONSE_BUDGET_BYTES
 from search_service.repository import Repository
-from search_service.search import RESPONSE_BUDGET_BYTES, check_filter
+from search_service.search import check_filter
 
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
