@@ -5,6 +5,7 @@ shutdown (health NOT_SERVING first, then `server.stop(grace)`)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import signal
 import time
@@ -16,6 +17,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from facesearch.deadline import set_call_deadline
 from facesearch.errors import status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
 
@@ -76,6 +78,9 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            # Calls made for this one (search -> embedder) finish inside its deadline; every RPC
+            # runs in a task of its own, so the value needs no reset.
+            set_call_deadline(context.time_remaining())
             try:
                 return await behavior(request, context)
             except asyncio.CancelledError:
@@ -92,12 +97,21 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _wrap_stream(
+    def _wrap_stream(self, method: str, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if not inspect.isasyncgenfunction(behavior):
+            # A handler that sends with `context.write` (grpc's health Watch, which client-side
+            # health checking calls) is a coroutine: wrap it as one.
+            return self._wrap_unary(method, behavior)
+        return self._wrap_async_generator(method, behavior)
+
+    def _wrap_async_generator(
         self, method: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            # Calls made for this one (search -> embedder) finish inside its deadline.
+            set_call_deadline(context.time_remaining())
             try:
                 async for response in behavior(request, context):
                     yield response

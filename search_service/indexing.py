@@ -1,12 +1,12 @@
 """Streaming indexing: each photo is checked, skipped when its bytes are already stored (content
-hash), embedded through one EmbedStream per call, passed through the quality gates and written
-whole in one transaction. Results come back per photo, in completion order."""
+hash), embedded by a call of its own (so one import spreads over every embedder pod), passed
+through the quality gates and written whole. Photos that are ready together are written in one
+transaction; results come back one per photo, in completion order."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,7 +15,8 @@ from facesearch.errors import FaceSearchError, FailedPrecondition
 from search_service import validation
 from search_service.config import SearchSettings
 from search_service.domain import Collection, DetectedFace, IndexOutcome, IndexResult, PhotoInput, PhotoWrite
-from search_service.embedder_client import EmbedderClient, EmbedItem, EmbedOutcome
+from search_service.embedder_client import EmbedderClient
+from search_service.metrics import INDEX_WRITE_PHOTOS
 from search_service.repository import Repository
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,23 @@ class _Pending:
     photo: PhotoInput
     collection: Collection
     content_hash: bytes
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """A photo whose faces are known and gated: ready to be written."""
+
+    pending: _Pending
+    kept: list[DetectedFace]
+    rejected: list[DetectedFace]
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.pending.collection.id, self.pending.photo.external_id
+
+    def write(self) -> PhotoWrite:
+        photo = self.pending.photo
+        return PhotoWrite(photo.external_id, self.pending.content_hash, photo.metadata, photo.taken_at, self.kept)
 
 
 def split_by_gates(faces: list[DetectedFace], embedding_dim: int) -> tuple[list[DetectedFace], list[DetectedFace]]:
@@ -53,6 +71,17 @@ def _log_build_failure(task: asyncio.Task[bool]) -> None:
         log.error("building an HNSW index failed", exc_info=task.exception())
 
 
+def _stored(embedded: _Embedded, outcome: IndexOutcome) -> IndexResult:
+    stored = 0 if outcome is IndexOutcome.UNCHANGED else len(embedded.kept)
+    return IndexResult(
+        embedded.pending.photo.external_id,
+        outcome=outcome,
+        faces_indexed=stored,
+        rejected=tuple(embedded.rejected),
+        no_face_reason=no_face_reason(embedded.kept, embedded.rejected),
+    )
+
+
 class Indexer:
     def __init__(
         self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
@@ -64,63 +93,135 @@ class Indexer:
         self._index_builds: dict[int, asyncio.Task[bool]] = {}
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
-        """One IndexResult per photo of `photos`, as each is done."""
+        """One IndexResult per photo of `photos`, as each is done. At most `max_in_flight` photos
+        are being embedded or written at once: the stream reads no further until one is done."""
+        slots = asyncio.Semaphore(self._settings.embedder.max_in_flight)
         results: asyncio.Queue[IndexResult | None] = asyncio.Queue()
-        to_embed: asyncio.Queue[EmbedItem | None] = asyncio.Queue(maxsize=self._settings.embedder.max_in_flight)
-        pending: dict[str, _Pending] = {}
+        ready: asyncio.Queue[_Embedded | None] = asyncio.Queue()
+        embedding: set[asyncio.Task[None]] = set()
         collections: dict[str, Collection] = {}
-        ids = itertools.count()
         touched: set[int] = set()
+
+        def finish(result: IndexResult) -> None:
+            results.put_nowait(result)
+            slots.release()
+
+        async def embed(pending: _Pending) -> None:
+            photo = pending.photo
+            try:
+                faces = await self._embedder.embed(photo.image, photo.options)
+                kept, rejected = split_by_gates(faces, self.embedding_dim)
+            except FaceSearchError as exc:
+                finish(IndexResult(photo.external_id, error=exc))
+            except Exception as exc:
+                log.exception("embedding photo %r failed", photo.external_id)
+                finish(IndexResult(photo.external_id, error=exc))
+            else:
+                ready.put_nowait(_Embedded(pending, kept, rejected))
 
         async def intake() -> None:
             try:
                 async for photo in photos:
+                    await slots.acquire()
                     try:
-                        prepared = await self._prepare(tenant, photo, collections)
+                        pending = await self._prepare(tenant, photo, collections)
                     except FaceSearchError as exc:
-                        results.put_nowait(IndexResult(photo.external_id, error=exc))
+                        finish(IndexResult(photo.external_id, error=exc))
                         continue
                     except Exception as exc:
                         # E.g. the database is unreachable: this photo fails, the stream goes on.
                         log.exception("preparing photo %r failed", photo.external_id)
-                        results.put_nowait(IndexResult(photo.external_id, error=exc))
+                        finish(IndexResult(photo.external_id, error=exc))
                         continue
-                    if prepared is None:
-                        results.put_nowait(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
+                    if pending is None:
+                        finish(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
                         continue
-                    request_id = str(next(ids))
-                    pending[request_id] = prepared
-                    await to_embed.put(EmbedItem(request_id, photo.image, photo.options))
+                    task = asyncio.create_task(embed(pending))
+                    embedding.add(task)
+                    task.add_done_callback(embedding.discard)
             finally:
-                await to_embed.put(None)
+                while embedding:
+                    await asyncio.gather(*embedding, return_exceptions=True)
+                ready.put_nowait(None)
 
-        async def queued() -> AsyncIterator[EmbedItem]:
-            while (item := await to_embed.get()) is not None:
-                yield item
-
-        async def embed_and_store() -> None:
+        async def write() -> None:
             try:
-                async for outcome in self._embedder.embed_stream(queued()):
-                    prepared = pending.pop(outcome.request_id)
-                    result = await self._store(prepared, outcome)
-                    if result.error is None and not prepared.collection.hnsw_indexed:
-                        touched.add(prepared.collection.id)
-                    results.put_nowait(result)
+                carried: list[_Embedded] = []
+                done = False
+                while not done or carried:
+                    group, carried, done = await self._next_group(ready, carried, done)
+                    for embedded, result in zip(group, await self._write_group(group), strict=True):
+                        if result.error is None and not embedded.pending.collection.hnsw_indexed:
+                            touched.add(embedded.pending.collection.id)
+                        finish(result)
             finally:
                 results.put_nowait(None)
 
-        tasks = [asyncio.create_task(intake()), asyncio.create_task(embed_and_store())]
+        tasks = [asyncio.create_task(intake()), asyncio.create_task(write())]
         try:
             while (result := await results.get()) is not None:
                 yield result
             for task in tasks:
                 await task  # surfaces an error of the request stream itself
         finally:
-            for task in tasks:
+            for task in [*tasks, *embedding]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *embedding, return_exceptions=True)
         for collection_id in touched:
             await self._maybe_build_hnsw(collection_id)
+
+    @staticmethod
+    async def _next_group(
+        ready: asyncio.Queue[_Embedded | None], carried: list[_Embedded], done: bool
+    ) -> tuple[list[_Embedded], list[_Embedded], bool]:
+        """Every photo ready now, as (group, carried to the next group, input finished). Waits for
+        one when none is ready. A photo whose (collection, external id) is in the group already
+        waits for the next one, so each photo's outcome is its own."""
+        candidates = carried
+        if not candidates and not done:
+            item = await ready.get()
+            if item is None:
+                return [], [], True
+            candidates = [item]
+        while not done and not ready.empty():
+            item = ready.get_nowait()
+            if item is None:
+                done = True
+            else:
+                candidates.append(item)
+        group: list[_Embedded] = []
+        later: list[_Embedded] = []
+        keys: set[tuple[int, str]] = set()
+        for embedded in candidates:
+            (later if embedded.key in keys else group).append(embedded)
+            keys.add(embedded.key)
+        return group, later, done
+
+    async def _write_group(self, group: list[_Embedded]) -> list[IndexResult]:
+        """The results of writing `group`, in its order: one transaction per collection in it.
+        When a group's transaction fails, its photos are written one by one, so one bad photo
+        fails only itself."""
+        by_collection: dict[int, list[int]] = {}
+        for i, embedded in enumerate(group):
+            by_collection.setdefault(embedded.pending.collection.id, []).append(i)
+        results: list[IndexResult | None] = [None] * len(group)
+        for collection_id, indexes in by_collection.items():
+            members = [group[i] for i in indexes]
+            try:
+                outcomes = await self._repo.store_photos(collection_id, [m.write() for m in members])
+            except Exception as exc:
+                if len(members) == 1:
+                    if not isinstance(exc, FaceSearchError):
+                        log.exception("storing photo %r failed", members[0].pending.photo.external_id)
+                    results[indexes[0]] = IndexResult(members[0].pending.photo.external_id, error=exc)
+                    continue
+                for i in indexes:
+                    (results[i],) = await self._write_group([group[i]])
+                continue
+            INDEX_WRITE_PHOTOS.observe(len(members))
+            for i, member in zip(indexes, members, strict=True):
+                results[i] = _stored(member, outcomes[member.pending.photo.external_id])
+        return [r for r in results if r is not None]
 
     async def _prepare(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending | None:
         """Validates a photo; None when its bytes are stored already (its metadata and time are
@@ -139,30 +240,6 @@ class Indexer:
             if await self._repo.touch_photo(collection.id, photo.external_id, photo.metadata, photo.taken_at):
                 return None
         return _Pending(photo, collection, content_hash)
-
-    async def _store(self, prepared: _Pending, outcome: EmbedOutcome) -> IndexResult:
-        photo = prepared.photo
-        if outcome.error is not None:
-            return IndexResult(photo.external_id, error=outcome.error)
-        try:
-            kept, rejected = split_by_gates(outcome.faces, self.embedding_dim)
-            write = PhotoWrite(photo.external_id, prepared.content_hash, photo.metadata, photo.taken_at, kept)
-            outcomes = await self._repo.store_photos(prepared.collection.id, [write])
-        except FaceSearchError as exc:
-            return IndexResult(photo.external_id, error=exc)
-        except Exception as exc:
-            # This photo gets INTERNAL (with the traceback in the log); the stream goes on.
-            log.exception("storing photo %r failed", photo.external_id)
-            return IndexResult(photo.external_id, error=exc)
-        result_outcome = outcomes[photo.external_id]
-        stored = 0 if result_outcome is IndexOutcome.UNCHANGED else len(kept)
-        return IndexResult(
-            photo.external_id,
-            outcome=result_outcome,
-            faces_indexed=stored,
-            rejected=tuple(rejected),
-            no_face_reason=no_face_reason(kept, rejected),
-        )
 
     async def delete_photo(self, collection: Collection, external_id: str) -> int:
         """Deletes a photo with every face embedding derived from it; returns the faces deleted."""

@@ -262,6 +262,9 @@ class Repository:
 
     async def _store_photos(self, collection_id: int, photos: Sequence[PhotoWrite]) -> dict[str, IndexOutcome]:
         latest = {photo.external_id: photo for photo in photos}  # the last of duplicates wins
+        # Rows are locked in external id order, so two transactions over overlapping photos wait
+        # for each other instead of deadlocking.
+        latest = dict(sorted(latest.items()))
         outcomes: dict[str, IndexOutcome] = {}
         with _database_call("store_photos"):
             async with self.pool.acquire() as conn, conn.transaction():
@@ -272,6 +275,7 @@ class Repository:
                         SELECT p.external_id, p.content_hash
                         FROM unnest($2::text[]) AS u(external_id)
                         JOIN photos p ON p.collection_id = $1 AND p.external_id = u.external_id
+                        ORDER BY p.external_id
                         FOR UPDATE OF p
                         """,
                         collection_id,

@@ -13,13 +13,10 @@ from search_service.domain import EmbedOptions
 from search_service.embedder_client import _error_of, face_from_proto, options_to_proto, service_config
 
 
-def test_service_config_balances_and_retries_unavailable() -> None:
-    config = json.loads(service_config(4))
+def test_service_config_balances_over_serving_addresses() -> None:
+    config = json.loads(service_config())
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
-    (method,) = config["methodConfig"]
-    assert method["name"] == [{"service": "facesearch.v1.EmbedderService"}]
-    assert method["retryPolicy"]["maxAttempts"] == 4
-    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert config["healthCheckConfig"] == {"serviceName": "facesearch.v1.EmbedderService"}
 
 
 def test_embedder_failures_map_to_domain_errors() -> None:
