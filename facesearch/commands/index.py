@@ -1,5 +1,7 @@
 """`facesearch index COLLECTION DIR`: streams every image under DIR through IndexPhotos (external id
-= path relative to DIR), with a progress bar and a summary of photos, faces, rejected and errors."""
+= path relative to DIR), with a progress bar and a summary of photos, faces, rejected and errors.
+A stream that is cut (connection rotation, a search pod rolling) is opened again and what has no
+answer yet is sent again: indexing is idempotent."""
 
 from __future__ import annotations
 
@@ -19,6 +21,11 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # Errors listed one by one after the summary; the rest are counted.
 SHOWN_ERRORS = 20
+# Codes of a stream cut by the connection, not refused by the service: open another and go on.
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL})
+# Streams in a row that may end without one answer before the command gives up.
+MAX_FRUITLESS_STREAMS = 4
+RESUME_BACKOFF_S = 0.5
 
 
 def default_target() -> str:
@@ -62,6 +69,9 @@ class Summary:
     rejected: int = 0
     no_face: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # Photos sent again on a new stream because the one they were sent on was cut unanswered.
+    resent: int = 0
+    streams: int = 0
 
     def add(self, response: search_pb2.IndexPhotosResponse) -> None:
         if response.status.code != 0:
@@ -86,6 +96,7 @@ class Summary:
         )
         print(f"faces: {self.faces}")
         print(f"rejected: {self.rejected}")
+        print(f"resent: {self.resent} (streams: {self.streams})")
         print(f"errors: {len(self.errors)}")
         for external_id, message in self.errors[:SHOWN_ERRORS]:
             print(f"  {external_id}: {message}")
@@ -107,27 +118,56 @@ async def ensure_collection(stub: search_pb2_grpc.FaceSearchServiceStub, name: s
 async def index_directory(args: argparse.Namespace, directory: Path, images: list[Path]) -> int:
     metadata = call_metadata(args)
     summary = Summary()
+    # external id -> file, for every photo without an answer yet.
+    unanswered = {path.relative_to(directory).as_posix(): path for path in images}
     async with grpc.aio.insecure_channel(args.target) as channel:
         stub = search_pb2_grpc.FaceSearchServiceStub(channel)
         try:
             if await ensure_collection(stub, args.collection, metadata):
                 print(f"created collection {args.collection}")
-
-            async def requests() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
-                for path in images:
-                    data = await asyncio.to_thread(path.read_bytes)
-                    yield search_pb2.IndexPhotosRequest(
-                        collection=args.collection, external_id=path.relative_to(directory).as_posix(), image=data
-                    )
-
-            with tqdm(total=len(images), unit="photo", disable=args.no_progress, file=sys.stderr) as bar:
-                async for response in stub.IndexPhotos(requests(), metadata=metadata):
-                    summary.add(response)
-                    bar.update(1)
         except grpc.aio.AioRpcError as exc:
             print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            summary.print()
             return 2
+        fruitless = 0
+        with tqdm(total=len(images), unit="photo", disable=args.no_progress, file=sys.stderr) as bar:
+            while unanswered:
+                sent: set[str] = set()
+
+                async def requests(
+                    todo: list[str], sent: set[str] = sent
+                ) -> AsyncIterator[search_pb2.IndexPhotosRequest]:
+                    for external_id in todo:
+                        data = await asyncio.to_thread(unanswered[external_id].read_bytes)
+                        sent.add(external_id)
+                        yield search_pb2.IndexPhotosRequest(
+                            collection=args.collection, external_id=external_id, image=data
+                        )
+
+                answered_before = len(unanswered)
+                summary.streams += 1
+                try:
+                    async for response in stub.IndexPhotos(requests(list(unanswered)), metadata=metadata):
+                        if unanswered.pop(response.external_id, None) is not None:
+                            summary.add(response)
+                            bar.update(1)
+                    if not unanswered:
+                        break
+                    cause = "the stream ended without answering every photo"
+                except grpc.aio.AioRpcError as exc:
+                    if exc.code() not in RESUMABLE:
+                        print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                        summary.print()
+                        return 2
+                    cause = f"the stream was cut ({exc.code().name}: {exc.details()})"
+                fruitless = 0 if len(unanswered) < answered_before else fruitless + 1
+                if fruitless >= MAX_FRUITLESS_STREAMS:
+                    print(f"error: {cause}, {fruitless} times in a row without progress", file=sys.stderr)
+                    summary.print()
+                    return 2
+                again = sent & unanswered.keys()
+                summary.resent += len(again)
+                bar.write(f"{cause}; opening a new stream ({len(again)} photos sent again)", file=sys.stderr)
+                await asyncio.sleep(RESUME_BACKOFF_S * 2 ** max(0, fruitless - 1))
     summary.print()
     return 1 if summary.errors else 0
 
