@@ -21,8 +21,9 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # Errors listed one by one after the summary; the rest are counted.
 SHOWN_ERRORS = 20
-# Codes of a stream cut by the connection, not refused by the service: open another and go on.
-RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED, grpc.StatusCode.INTERNAL})
+# Codes of a stream cut by the connection (max connection age, a search pod going away), not refused
+# by the service: open another and go on.
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 # Streams in a row that may end without one answer before the command gives up.
 MAX_FRUITLESS_STREAMS = 4
 RESUME_BACKOFF_S = 0.5
