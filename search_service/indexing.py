@@ -71,6 +71,21 @@ def _log_build_failure(task: asyncio.Task[bool]) -> None:
         log.error("building an HNSW index failed", exc_info=task.exception())
 
 
+async def _drain(queue: asyncio.Queue[_Pending | None]) -> tuple[list[_Pending], bool]:
+    """Every item in `queue` now (waiting for one when it is empty), and whether its end (None)
+    was reached."""
+    first = await queue.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
+
 def _stored(embedded: _Embedded, outcome: IndexOutcome) -> IndexResult:
     stored = 0 if outcome is IndexOutcome.UNCHANGED else len(embedded.kept)
     return IndexResult(
@@ -94,9 +109,13 @@ class Indexer:
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
         """One IndexResult per photo of `photos`, as each is done. At most `max_in_flight` photos
-        are being embedded or written at once: the stream reads no further until one is done."""
+        are being checked, embedded or written at once: the stream reads no further until one is
+        done. Stages: intake (validate) -> hash check (one query for the photos that arrived
+        together) -> one embedder call per photo -> writer (one transaction for the photos ready
+        together)."""
         slots = asyncio.Semaphore(self._settings.embedder.max_in_flight)
         results: asyncio.Queue[IndexResult | None] = asyncio.Queue()
+        checking: asyncio.Queue[_Pending | None] = asyncio.Queue()
         ready: asyncio.Queue[_Embedded | None] = asyncio.Queue()
         embedding: set[asyncio.Task[None]] = set()
         collections: dict[str, Collection] = {}
@@ -106,16 +125,19 @@ class Indexer:
             results.put_nowait(result)
             slots.release()
 
+        def fail(photo: PhotoInput, exc: Exception, doing: str) -> None:
+            if not isinstance(exc, FaceSearchError):
+                # E.g. the database is unreachable: this photo fails, the stream goes on.
+                log.exception("%s photo %r failed", doing, photo.external_id)
+            finish(IndexResult(photo.external_id, error=exc))
+
         async def embed(pending: _Pending) -> None:
             photo = pending.photo
             try:
                 faces = await self._embedder.embed(photo.image, photo.options)
                 kept, rejected = split_by_gates(faces, self.embedding_dim)
-            except FaceSearchError as exc:
-                finish(IndexResult(photo.external_id, error=exc))
             except Exception as exc:
-                log.exception("embedding photo %r failed", photo.external_id)
-                finish(IndexResult(photo.external_id, error=exc))
+                fail(photo, exc, "embedding")
             else:
                 ready.put_nowait(_Embedded(pending, kept, rejected))
 
@@ -124,21 +146,26 @@ class Indexer:
                 async for photo in photos:
                     await slots.acquire()
                     try:
-                        pending = await self._prepare(tenant, photo, collections)
-                    except FaceSearchError as exc:
-                        finish(IndexResult(photo.external_id, error=exc))
-                        continue
+                        checking.put_nowait(await self._validate(tenant, photo, collections))
                     except Exception as exc:
-                        # E.g. the database is unreachable: this photo fails, the stream goes on.
-                        log.exception("preparing photo %r failed", photo.external_id)
-                        finish(IndexResult(photo.external_id, error=exc))
-                        continue
-                    if pending is None:
-                        finish(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
-                        continue
-                    task = asyncio.create_task(embed(pending))
-                    embedding.add(task)
-                    task.add_done_callback(embedding.discard)
+                        fail(photo, exc, "preparing")
+            finally:
+                checking.put_nowait(None)
+
+        async def check() -> None:
+            try:
+                done = False
+                while not done:
+                    batch, done = await _drain(checking)
+                    for pending, unchanged in await self._check_hashes(batch):
+                        if isinstance(unchanged, Exception):
+                            fail(pending.photo, unchanged, "preparing")
+                        elif unchanged:
+                            finish(IndexResult(pending.photo.external_id, outcome=IndexOutcome.UNCHANGED))
+                        else:
+                            task = asyncio.create_task(embed(pending))
+                            embedding.add(task)
+                            task.add_done_callback(embedding.discard)
             finally:
                 while embedding:
                     await asyncio.gather(*embedding, return_exceptions=True)
@@ -157,7 +184,7 @@ class Indexer:
             finally:
                 results.put_nowait(None)
 
-        tasks = [asyncio.create_task(intake()), asyncio.create_task(write())]
+        tasks = [asyncio.create_task(stage()) for stage in (intake, check, write)]
         try:
             while (result := await results.get()) is not None:
                 yield result
@@ -169,6 +196,35 @@ class Indexer:
             await asyncio.gather(*tasks, *embedding, return_exceptions=True)
         for collection_id in touched:
             await self._maybe_build_hnsw(collection_id)
+
+    async def _check_hashes(self, batch: list[_Pending]) -> list[tuple[_Pending, bool | Exception]]:
+        """(photo, whether its bytes are stored already) for each photo of `batch`, one query per
+        collection. An unchanged photo's metadata and time are updated, and it needs no embedder."""
+        by_collection: dict[int, list[_Pending]] = {}
+        for pending in batch:
+            by_collection.setdefault(pending.collection.id, []).append(pending)
+        checked: list[tuple[_Pending, bool | Exception]] = []
+        for collection_id, members in by_collection.items():
+            try:
+                stored = await self._repo.photo_hashes(collection_id, [m.photo.external_id for m in members])
+            except Exception as exc:
+                checked.extend((m, exc) for m in members)
+                continue
+            for pending in members:
+                photo = pending.photo
+                if stored.get(photo.external_id) != pending.content_hash:
+                    checked.append((pending, False))
+                    continue
+                try:
+                    # False when the photo was deleted since: it is embedded and stored again.
+                    touched = await self._repo.touch_photo(
+                        collection_id, photo.external_id, photo.metadata, photo.taken_at
+                    )
+                except Exception as exc:
+                    checked.append((pending, exc))
+                else:
+                    checked.append((pending, touched))
+        return checked
 
     @staticmethod
     async def _next_group(
@@ -223,9 +279,8 @@ class Indexer:
                 results[i] = _stored(member, outcomes[member.pending.photo.external_id])
         return [r for r in results if r is not None]
 
-    async def _prepare(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending | None:
-        """Validates a photo; None when its bytes are stored already (its metadata and time are
-        updated then, and the embedder is not called)."""
+    async def _validate(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending:
+        """Checks a photo's fields and finds its collection (once per stream and name)."""
         if photo.error is not None:
             raise photo.error
         validation.external_id(photo.external_id)
@@ -235,11 +290,7 @@ class Indexer:
         if collection is None:
             collection = await self._repo.get_collection(tenant, validation.collection_name(photo.collection))
             collections[photo.collection] = collection
-        content_hash = hashlib.sha256(photo.image).digest()
-        if await self._repo.photo_hash(collection.id, photo.external_id) == content_hash:
-            if await self._repo.touch_photo(collection.id, photo.external_id, photo.metadata, photo.taken_at):
-                return None
-        return _Pending(photo, collection, content_hash)
+        return _Pending(photo, collection, hashlib.sha256(photo.image).digest())
 
     async def delete_photo(self, collection: Collection, external_id: str) -> int:
         """Deletes a photo with every face embedding derived from it; returns the faces deleted."""

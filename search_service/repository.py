@@ -226,13 +226,16 @@ class Repository:
 
     # --- photos --------------------------------------------------------------------------
 
-    async def photo_hash(self, collection_id: int, external_id: str) -> bytes | None:
-        with _database_call("photo_hash"):
-            return await self.pool.fetchval(
-                "SELECT content_hash FROM photos WHERE collection_id = $1 AND external_id = $2",
+    async def photo_hashes(self, collection_id: int, external_ids: Sequence[str]) -> dict[str, bytes]:
+        """Content hashes of those of `external_ids` that are stored, in one query."""
+        with _database_call("photo_hashes"):
+            rows = await self.pool.fetch(
+                "SELECT external_id, content_hash FROM photos "
+                "WHERE collection_id = $1 AND external_id = ANY($2::text[])",
                 collection_id,
-                external_id,
+                list(external_ids),
             )
+        return {row["external_id"]: row["content_hash"] for row in rows}
 
     async def touch_photo(
         self, collection_id: int, external_id: str, metadata: JsonObject, taken_at: datetime | None
