@@ -6,6 +6,7 @@ transaction; results come back one per photo, in completion order."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,9 @@ from search_service.metrics import INDEX_WRITE_PHOTOS
 from search_service.repository import Repository
 
 log = logging.getLogger(__name__)
+
+# Embedded photos that may wait for the writer, per photo being embedded.
+WRITE_QUEUE_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -109,11 +113,15 @@ class Indexer:
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
         """One IndexResult per photo of `photos`, as each is done. At most `max_in_flight` photos
-        are being checked, embedded or written at once: the stream reads no further until one is
+        are being checked or embedded at once (and a bounded number of embedded ones, holding their
+        faces but not their image, wait to be written): the stream reads no further until one is
         done. Stages: intake (validate) -> hash check (one query for the photos that arrived
         together) -> one embedder call per photo -> writer (one transaction for the photos ready
         together)."""
         slots = asyncio.Semaphore(self._settings.embedder.max_in_flight)
+        # Embedded photos waiting to be written hold their faces, not their image: many more may
+        # wait, so that the writer's groups grow with the database's latency.
+        write_slots = asyncio.Semaphore(self._settings.embedder.max_in_flight * WRITE_QUEUE_FACTOR)
         results: asyncio.Queue[IndexResult | None] = asyncio.Queue()
         checking: asyncio.Queue[_Pending | None] = asyncio.Queue()
         ready: asyncio.Queue[_Embedded | None] = asyncio.Queue()
@@ -139,7 +147,11 @@ class Indexer:
             except Exception as exc:
                 fail(photo, exc, "embedding")
             else:
-                ready.put_nowait(_Embedded(pending, kept, rejected))
+                await write_slots.acquire()
+                slots.release()
+                # The image is not needed any more: only its faces wait for the writer.
+                light = _Pending(dataclasses.replace(photo, image=b""), pending.collection, pending.content_hash)
+                ready.put_nowait(_Embedded(light, kept, rejected))
 
         async def intake() -> None:
             try:
@@ -180,7 +192,8 @@ class Indexer:
                     for embedded, result in zip(group, await self._write_group(group), strict=True):
                         if result.error is None and not embedded.pending.collection.hnsw_indexed:
                             touched.add(embedded.pending.collection.id)
-                        finish(result)
+                        results.put_nowait(result)
+                        write_slots.release()
             finally:
                 results.put_nowait(None)
 
