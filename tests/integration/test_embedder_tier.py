@@ -30,11 +30,27 @@ IMAGES_OK = ("facesearch_embedder_images_total", {"outcome": "ok"})
 RECOVERY_BOUND_S = 10.0
 
 
-def write_photos(directory: Path, prefix: str, count: int) -> Path:
+# gRPC keeps at most 256 KiB of a call for its own retries; photos are larger than that, and a
+# photo on a killed embedder must still be retried on another one.
+PHOTO_BYTES = 600 * 1024
+
+
+def padded(jpeg: bytes, size: int) -> bytes:
+    """`jpeg` grown to about `size` bytes with comment segments (decoders skip them)."""
+    segments = []
+    remaining = size - len(jpeg)
+    while remaining > 0:
+        payload = min(remaining, 65_000)
+        segments.append(b"\xff\xfe" + (payload + 2).to_bytes(2, "big") + bytes(payload))
+        remaining -= payload + 4
+    return jpeg[:2] + b"".join(segments) + jpeg[2:]
+
+
+def write_photos(directory: Path, prefix: str, count: int, size: int = 0) -> Path:
     directory.mkdir(parents=True)
     for i in range(count):
         image = make_photo([FaceSpec(160 + (i % 5) * 20, 200, 50, 20 + i)], size=(480, 360), seed=i)
-        (directory / f"{prefix}{i:03d}.jpg").write_bytes(image)
+        (directory / f"{prefix}{i:03d}.jpg").write_bytes(padded(image, size))
     return directory
 
 
@@ -124,7 +140,7 @@ def test_an_import_spreads_over_every_embedder(tier: dict[str, Any], tmp_path: P
 def test_losing_an_embedder_mid_import_loses_and_repeats_nothing(tier: dict[str, Any], tmp_path: Path) -> None:
     embedders: list[EmbedderProcess] = tier["embedders"]
     victim = embedders[2]
-    photos = write_photos(tmp_path / "kill", "k", PHOTOS)
+    photos = write_photos(tmp_path / "kill", "k", PHOTOS, PHOTO_BYTES)
     before = images_done(victim)
     cli = subprocess.Popen(
         index_command(tier["search"].target, "kill", photos),
