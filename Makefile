@@ -7,7 +7,7 @@ BUF_VERSION := 1.75.0
 UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 BUF := .tools/node_modules/.bin/buf
 
-.PHONY: up test env buf protos lint bench-embedder bench-search clean
+.PHONY: up test env buf protos lint bench-embedder bench-search bench-ingest clean
 
 ## make up: create .venv from the lock file and run the whole stack locally (facesearch up).
 up: env
@@ -42,6 +42,9 @@ bench-embedder: env
 
 bench-search: env
 	$(UV) run --locked --all-extras python -m tests.bench.bench_search
+
+bench-ingest: env
+	$(UV) run --locked --all-extras python -m tests.bench.bench_ingest
 
 clean:
 	rm -rf .venv .tools .pytest_cache .ruff_cache

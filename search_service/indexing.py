@@ -230,13 +230,13 @@ class Indexer:
                     continue
                 try:
                     # False when the photo was deleted since: it is embedded and stored again.
-                    touched = await self._repo.touch_photo(
+                    still_there = await self._repo.touch_photo(
                         collection_id, photo.external_id, photo.metadata, photo.taken_at
                     )
                 except Exception as exc:
                     checked.append((pending, exc))
                 else:
-                    checked.append((pending, touched))
+                    checked.append((pending, still_there))
         return checked
 
     @staticmethod
