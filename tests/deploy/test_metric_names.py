@@ -69,7 +69,13 @@ def test_every_metric_the_deployment_names_is_exported(live_metrics: dict[str, s
     used: dict[str, set[str]] = {}
     for directory in [K8S / "base", *OVERLAYS]:
         used[str(directory.relative_to(REPO))] = _names_in(render(directory))
-    used[str(ADAPTER_VALUES.relative_to(REPO))] = _names_in(ADAPTER_VALUES.read_text())
+    # The adapter's series, whatever their prefix: the metric its seriesQuery selects and the one its
+    # name rule matches.
+    adapter = set()
+    for rule in yaml.safe_load(ADAPTER_VALUES.read_text())["rules"]["custom"]:
+        adapter.add(rule["seriesQuery"].split("{", 1)[0].strip())
+        adapter.add(rule["name"]["matches"].removeprefix("^").removesuffix("$"))
+    used[str(ADAPTER_VALUES.relative_to(REPO))] = adapter | _names_in(ADAPTER_VALUES.read_text())
     for doc in DOCS:
         used[str(doc.relative_to(REPO))] = _names_in(doc.read_text())
     assert used[str(ADAPTER_VALUES.relative_to(REPO))], "the adapter rule names no facesearch_ metric"
@@ -98,11 +104,10 @@ def test_the_hpa_signal_has_the_series_it_selects(live_metrics: dict[str, str]) 
                 (rule,) = [r for r in rules if r["name"]["as"] == name]
                 series = rule["seriesQuery"].split("{", 1)[0]
                 labels = metric["pods"]["metric"].get("selector", {}).get("matchLabels", {})
-                pattern = re.escape(series) + r"\{[^}]*\}"
-                assert any(
-                    all(f'{k}="{v}"' in sample for k, v in labels.items())
-                    for sample in re.findall(pattern, live_metrics["embedder"])
-                ), f"{directory.name}: no {series}{labels} series on a running embedder"
+                samples = re.findall(rf"^{re.escape(series)}\{{([^}}]*)\}}", live_metrics["embedder"], re.MULTILINE)
+                assert any(all(f'{k}="{v}"' in sample for k, v in labels.items()) for sample in samples), (
+                    f"{directory.name}: no {series}{labels} series on a running embedder"
+                )
 
 
 def test_saturation_metrics_move_with_work(live_metrics: dict[str, str]) -> None:
