@@ -1,6 +1,7 @@
 """gRPC server plumbing shared by both services: the one interceptor that maps domain errors to
-status codes and records per-RPC metrics, health, reflection, server options and graceful
-shutdown (health NOT_SERVING first, then `server.stop(grace)`)."""
+status codes, records per-RPC metrics and each call's deadline (facesearch.deadline), health,
+reflection, server options and graceful shutdown (health NOT_SERVING first, then
+`server.stop(grace)`)."""
 
 from __future__ import annotations
 

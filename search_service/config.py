@@ -77,7 +77,8 @@ class SearchSettings(BaseSettings):
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
     max_connection_age_s: float = Field(default=300.0, gt=0)
     # Calls still open when a connection reaches its age may finish within this long (a long
-    # EmbedStream or IndexPhotos keeps going; new calls go to a new connection).
+    # IndexPhotos keeps going; new calls go to a new connection; `facesearch index` resumes a
+    # stream cut after it).
     max_connection_age_grace_s: float = Field(default=600.0, gt=0)
     keepalive_time_s: float = Field(default=30.0, gt=0)
     keepalive_timeout_s: float = Field(default=10.0, gt=0)
