@@ -11,9 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from facesearch.cli import build_parser
+from facesearch.v1 import search_pb2, search_pb2_grpc
 from tests.faces import FaceSpec, make_photo
 from tests.fixtures.search import search_database_url, search_running
 
@@ -55,6 +57,7 @@ async def test_index_survives_its_stream_being_cut(
         # A photo stored just before the cut but not answered is UNCHANGED when sent again.
         new, unchanged = map(int, re.search(r"new (\d+), changed 0, unchanged (\d+)", out).groups())
         assert new + unchanged == PHOTOS and unchanged <= counts["resent"], out
-        pool = running.app.database.pool
-        assert await pool.fetchval("SELECT count(*) FROM photos") == PHOTOS
-        assert await pool.fetchval("SELECT count(*) FROM faces") == PHOTOS
+        async with grpc.aio.insecure_channel(running.target) as channel:
+            stub = search_pb2_grpc.FaceSearchServiceStub(channel)
+            info = (await stub.GetCollection(search_pb2.GetCollectionRequest(name="rotating"))).collection
+        assert (info.photo_count, info.face_count) == (PHOTOS, PHOTOS)
