@@ -1,7 +1,8 @@
 """An EmbedderService that answers from precomputed faces, for measuring the search service's
 storage path through IndexPhotos without model cost: the image bytes are a photo's index, the
 reply is that photo's faces from an .npz (embeddings + photo_of). Health, reflection and the
-shared interceptor come from facesearch.serving, as in the real embedder.
+shared interceptor come from facesearch.serving, as in the real embedder. Tests use it too, for
+what the real embedder cannot be made to do (answer several calls at the same moment).
 
     python -m tests.bench.replay_embedder FACES.npz PORT
 """
@@ -20,7 +21,13 @@ from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2
 
 
 class ReplayEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
-    def __init__(self, faces: np.ndarray, photo_of: np.ndarray) -> None:
+    """`hold`: answer nothing until that many calls are waiting, then all of them at once (so a
+    test knows those photos are ready together)."""
+
+    def __init__(self, faces: np.ndarray, photo_of: np.ndarray, hold: int = 0) -> None:
+        self._hold = hold
+        self._waiting = 0
+        self._release = asyncio.Event()
         starts = np.searchsorted(photo_of, np.arange(int(photo_of.max()) + 2))
         quality = face_pb2.Quality(score=0.9, passed=True, face_size=100.0, blur_score=100.0)
         box = face_pb2.BoundingBox(x1=0, y1=0, x2=100, y2=100)
@@ -37,6 +44,11 @@ class ReplayEmbedder(embedder_pb2_grpc.EmbedderServiceServicer):
 
     async def Embed(self, request: embedder_pb2.EmbedRequest, context: grpc.aio.ServicerContext) -> bytes:
         index = int.from_bytes(request.input.encoded_image[:8], "little")
+        if self._hold:
+            self._waiting += 1
+            if self._waiting >= self._hold:
+                self._release.set()
+            await self._release.wait()
         if index >= len(self._replies):
             raise InvalidArgument(f"no photo {index}")
         return self._replies[index]
@@ -64,13 +76,19 @@ def _add(servicer: ReplayEmbedder, server: grpc.aio.Server) -> None:
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("facesearch.v1.EmbedderService", handlers),))
 
 
-async def serve(path: str, port: int) -> None:
-    data = np.load(path)
+async def start(servicer: ReplayEmbedder, port: int = 0) -> GrpcServer:
+    """Serving (health SERVING) on 127.0.0.1:`port` (0: a free one, in `.port`)."""
     options = ServerOptions("127.0.0.1", port, 64 * 1024 * 1024, 3600.0, 3600.0, 30.0, 10.0)
     server = GrpcServer("embedder", options)
-    server.add_service("facesearch.v1.EmbedderService", _add, ReplayEmbedder(data["faces"], data["photo_of"]))
+    server.add_service("facesearch.v1.EmbedderService", _add, servicer)
     await server.start()
     await server.set_serving()
+    return server
+
+
+async def serve(path: str, port: int) -> None:
+    data = np.load(path)
+    server = await start(ReplayEmbedder(data["faces"], data["photo_of"]), port)
     await run_until_signalled([server], 0.5)
 
 
