@@ -6,7 +6,7 @@ PYTHON ?= python3
 UV_VERSION := 0.13.9
 UV := $(shell command -v uv 2>/dev/null || echo .tools/uv/bin/uv)
 
-.PHONY: up test env protos lint bench-embedder bench-search clean
+.PHONY: up test env protos lint bench-embedder bench-search bench-ingest clean
 
 ## make up: create .venv from the lock file and run the whole stack locally (facesearch up).
 up: env
@@ -37,6 +37,9 @@ bench-embedder: env
 
 bench-search: env
 	$(UV) run --locked --all-extras python -m tests.bench.bench_search
+
+bench-ingest: env
+	$(UV) run --locked --all-extras python -m tests.bench.bench_ingest
 
 clean:
 	rm -rf .venv .tools .pytest_cache .ruff_cache

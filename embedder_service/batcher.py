@@ -36,6 +36,9 @@ class BatchObserver:
 
     def queue_depth(self, name: str, depth: int) -> None: ...
 
+    def waited(self, name: str, seconds: float) -> None:
+        """One item's time from being queued to its batch starting."""
+
 
 class DynamicBatcher(Generic[In, Out]):
     """`run_batch(items) -> results` (same length, same order) runs on one of `workers` threads.
@@ -155,6 +158,8 @@ class DynamicBatcher(Generic[In, Out]):
     async def _run(self, batch: list[_Pending[In, Out]]) -> None:
         loop = asyncio.get_running_loop()
         started = time.perf_counter()
+        for pending in batch:
+            self._observer.waited(self.name, started - pending.enqueued)
         try:
             results = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in batch])
             if len(results) != len(batch):

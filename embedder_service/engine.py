@@ -141,6 +141,7 @@ class Engine:
                 "retry later"
             )
         self._in_flight += 1
+        metrics.IMAGES_IN_FLIGHT.inc()
         try:
             options = EmbedOptions.resolve(requested, self.settings)
             if image_input.kind is InputKind.ALIGNED_FACE:
@@ -155,6 +156,7 @@ class Engine:
             raise
         finally:
             self._in_flight -= 1
+            metrics.IMAGES_IN_FLIGHT.dec()
         metrics.IMAGES.labels("ok").inc()
         metrics.FACES.inc(len(result.faces))
         return result

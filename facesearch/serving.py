@@ -1,6 +1,7 @@
 """gRPC server plumbing shared by both services: the one interceptor that maps domain errors to
-status codes and records per-RPC metrics, health, reflection, server options and graceful
-shutdown (health NOT_SERVING first, then `server.stop(grace)`)."""
+status codes, records per-RPC metrics and each call's deadline (facesearch.deadline), health,
+reflection, server options and graceful shutdown (health NOT_SERVING first, then
+`server.stop(grace)`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from facesearch import memory, wire
+from facesearch.deadline import set_call_deadline
 from facesearch.errors import is_infrastructure_error, status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
 
@@ -94,6 +96,9 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            # Calls made for this one (search -> embedder) finish inside its deadline; every RPC
+            # runs in a task of its own, so the value needs no reset.
+            set_call_deadline(context.time_remaining())
             try:
                 if check:
                     wire.check_request(request)
@@ -121,6 +126,8 @@ class ErrorAndMetricsInterceptor(grpc.aio.ServerInterceptor):
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> None:
             started = time.perf_counter()
             code = grpc.StatusCode.OK
+            # Calls made for this one (search -> embedder) finish inside its deadline.
+            set_call_deadline(context.time_remaining())
             try:
                 if check:
                     wire.check_request(request)

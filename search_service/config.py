@@ -11,12 +11,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 class EmbedderClientSettings(BaseModel):
     """How the search service calls the embedder."""
 
-    # Deadline of one embedder call, seconds.
+    # Deadline of one embedder call, seconds (shortened to what is left of the served call's).
     timeout_s: float = Field(default=30.0, gt=0)
-    # Attempts for UNAVAILABLE, in the channel's retry policy.
-    max_attempts: int = Field(default=3, ge=1, le=5)
-    # Images of one IndexPhotos stream in the embedder at once (backpressure towards the client).
+    # Attempts of one image when an embedder answers UNAVAILABLE (a pod going away); each retry
+    # goes to the next pod.
+    max_attempts: int = Field(default=3, ge=1, le=10)
+    # Photos of one IndexPhotos stream being embedded or written at once (backpressure towards the
+    # client); spread over every embedder pod.
     max_in_flight: int = Field(default=16, ge=1, le=1024)
+    # Reconnect backoff to an embedder address that failed, seconds: an embedder back after an
+    # outage gets calls again within about `reconnect_backoff_max_s`.
+    reconnect_backoff_min_s: float = Field(default=0.1, gt=0)
+    reconnect_backoff_max_s: float = Field(default=1.0, gt=0)
 
 
 class DatabaseSettings(BaseModel):
@@ -89,7 +95,8 @@ class SearchSettings(BaseSettings):
     max_response_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     max_connection_age_s: float = Field(default=300.0, gt=0)
     # Calls still open when a connection reaches its age may finish within this long (a long
-    # EmbedStream or IndexPhotos keeps going; new calls go to a new connection).
+    # IndexPhotos keeps going; new calls go to a new connection; `facesearch index` resumes a
+    # stream cut after it).
     max_connection_age_grace_s: float = Field(default=600.0, gt=0)
     keepalive_time_s: float = Field(default=30.0, gt=0)
     keepalive_timeout_s: float = Field(default=10.0, gt=0)

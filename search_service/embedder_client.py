@@ -1,18 +1,20 @@
-"""The search service's client of the embedder: one channel with round_robin over every resolved
-address and retries of UNAVAILABLE in its service config, a deadline on every call, and embedder
-failures turned into domain errors (embedder down -> Unavailable with a clear message)."""
+"""The search service's client of the embedder: one unary Embed call per image, balanced
+round_robin over every address the target resolves to (a headless Service's pods), each call with
+a deadline inside the served call's, a bounded retry with jittered backoff on another pod when one
+goes away, and embedder failures turned into domain errors."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import grpc
 import numpy as np
 
+from facesearch import deadline
 from facesearch.errors import (
     DeadlineExceeded,
     FaceSearchError,
@@ -23,47 +25,51 @@ from facesearch.errors import (
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2
 from search_service.config import EmbedderClientSettings
 from search_service.domain import Box, DetectedFace, EmbedOptions, FaceQuality
-from search_service.metrics import EMBEDDER_CALL_LATENCY
+from search_service.metrics import EMBEDDER_CALL_LATENCY, EMBEDDER_RETRIES
 
 EMBEDDER_SERVICE = "facesearch.v1.EmbedderService"
-# How often a stream reader wakes up to check the oldest image's deadline.
-IDLE_TICK_S = 1.0
+# Kept back from the served call's remaining time, so an embedder call that runs out still leaves
+# time to answer the caller with the embedder's status rather than the caller's own timeout.
+DEADLINE_MARGIN_S = 0.05
+# Retry backoff: full jitter over initial * 2^attempt, capped.
+RETRY_INITIAL_BACKOFF_S = 0.05
+RETRY_MAX_BACKOFF_S = 1.0
+# Embedder status codes that mean "this pod could not take the call": another pod may.
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
 
 
-def service_config(max_attempts: int) -> str:
-    """The channel's service config: balance calls over all addresses (a headless Service's pods)
-    and let the channel retry calls the embedder answered UNAVAILABLE (a pod going away)."""
+def service_config() -> str:
+    """round_robin over every resolved address; health-checked, so a pod that is up but not
+    SERVING (loading models, draining on SIGTERM) gets no calls, and one gets calls as soon as it
+    reports SERVING. Retries are the client's own (see EmbedderClient.embed): gRPC's retry policy
+    keeps at most 256 KiB of a call for a retry, less than one photo."""
     return json.dumps(
         {
             "loadBalancingConfig": [{"round_robin": {}}],
-            "methodConfig": [
-                {
-                    "name": [{"service": EMBEDDER_SERVICE}],
-                    "retryPolicy": {
-                        "maxAttempts": max_attempts,
-                        "initialBackoff": "0.1s",
-                        "maxBackoff": "1s",
-                        "backoffMultiplier": 2,
-                        "retryableStatusCodes": ["UNAVAILABLE"],
-                    },
-                }
-            ],
+            "healthCheckConfig": {"serviceName": EMBEDDER_SERVICE},
         }
     )
 
 
-@dataclass(frozen=True)
-class EmbedItem:
-    request_id: str
-    image: bytes
-    options: EmbedOptions
+def channel_options(settings: EmbedderClientSettings, max_message_bytes: int) -> list[tuple[str, object]]:
+    return [
+        ("grpc.service_config", service_config()),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        # gRPC's reconnect backoff grows to 120 s by default: an embedder back after an outage
+        # would wait that long for traffic. Capped, it gets calls within about a second.
+        ("grpc.initial_reconnect_backoff_ms", int(settings.reconnect_backoff_min_s * 1000)),
+        ("grpc.min_reconnect_backoff_ms", int(settings.reconnect_backoff_min_s * 1000)),
+        ("grpc.max_reconnect_backoff_ms", int(settings.reconnect_backoff_max_s * 1000)),
+        # A new pod behind a headless Service is found when the name is resolved again (default
+        # at most every 30 s).
+        ("grpc.dns_min_time_between_resolutions_ms", int(settings.reconnect_backoff_max_s * 1000)),
+    ]
 
 
-@dataclass(frozen=True)
-class EmbedOutcome:
-    request_id: str
-    faces: list[DetectedFace]
-    error: FaceSearchError | None = None
+def create_channel(target: str, options: list[tuple[str, object]]) -> grpc.aio.Channel:
+    """The one place the embedder channel is made (transport security slots in here)."""
+    return grpc.aio.insecure_channel(target, options=options)
 
 
 @dataclass(frozen=True)
@@ -118,15 +124,7 @@ class EmbedderClient:
     def __init__(self, target: str, settings: EmbedderClientSettings, max_message_bytes: int) -> None:
         self.target = target
         self._settings = settings
-        self._channel = grpc.aio.insecure_channel(
-            target,
-            options=[
-                ("grpc.service_config", service_config(settings.max_attempts)),
-                ("grpc.enable_retries", 1),
-                ("grpc.max_send_message_length", max_message_bytes),
-                ("grpc.max_receive_message_length", max_message_bytes),
-            ],
-        )
+        self._channel = create_channel(target, channel_options(settings, max_message_bytes))
         self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
 
     async def close(self) -> None:
@@ -149,152 +147,39 @@ class EmbedderClient:
             EMBEDDER_CALL_LATENCY.labels("GetModelInfo", code.name).observe(time.perf_counter() - started)
         return ModelInfo(reply.pack_name, reply.embedding_size)
 
+    def _timeout_s(self) -> float:
+        """This call's deadline: the configured one, within what is left of the served call's."""
+        left = deadline.remaining_s()
+        if left is None:
+            return self._settings.timeout_s
+        left -= DEADLINE_MARGIN_S
+        if left <= 0:
+            raise DeadlineExceeded("the call's deadline passed before the embedder was called")
+        return min(self._settings.timeout_s, left)
+
     async def embed(self, image: bytes, options: EmbedOptions) -> list[DetectedFace]:
-        """Faces of one image, largest and most central first."""
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
+        """Faces of one image, largest and most central first. A call the embedder could not take
+        (UNAVAILABLE: a pod stopped or died) is retried with jittered backoff, and round_robin
+        sends the retry to the next pod; only when no attempt succeeds is the image UNAVAILABLE."""
         request = embedder_pb2.EmbedRequest(
             input=embedder_pb2.ImageInput(encoded_image=image), options=options_to_proto(options)
         )
-        try:
-            reply = await self._stub.Embed(request, timeout=self._settings.timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            code = exc.code()
-            raise self._fail(exc) from None
-        finally:
-            EMBEDDER_CALL_LATENCY.labels("Embed", code.name).observe(time.perf_counter() - started)
-        return [face_from_proto(f) for f in reply.faces]
-
-    async def embed_stream(self, items: AsyncIterator[EmbedItem]) -> AsyncIterator[EmbedOutcome]:
-        """Embeds a stream of images through EmbedStream, yielding one outcome per item as the
-        embedder finishes it. At most `max_in_flight` items are in the embedder at once. When the
-        stream breaks (embedder down, no answer within the deadline) every item in flight gets the
-        error, and the next items go through a fresh stream."""
-        # A pump decouples the caller's iterator from the per-stream writers, so a broken stream's
-        # writer can be cancelled without cancelling (and so closing) the caller's iterator.
-        queue: asyncio.Queue[EmbedItem | None] = asyncio.Queue(maxsize=1)
-
-        async def pump() -> None:
+        attempts = self._settings.max_attempts
+        for attempt in range(attempts):
+            timeout = self._timeout_s()
+            started = time.perf_counter()
+            code = grpc.StatusCode.OK
             try:
-                async for item in items:
-                    await queue.put(item)
+                reply = await self._stub.Embed(request, timeout=timeout)
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code not in RETRYABLE or attempt == attempts - 1:
+                    raise self._fail(exc) from None
+            else:
+                return [face_from_proto(f) for f in reply.faces]
             finally:
-                await queue.put(None)
-
-        pump_task = asyncio.create_task(pump())
-        exhausted = False
-        try:
-            while not exhausted:
-                state = _Round(self._settings.max_in_flight, self._stub.EmbedStream())
-                in_flight = state.in_flight
-                call = state.call
-                failure: FaceSearchError | None = None
-                writer_task = asyncio.create_task(state.write_from(queue))
-                read: asyncio.Future | None = None
-                try:
-                    while True:
-                        if state.writing_done.is_set() and not in_flight:
-                            break
-                        timeout = IDLE_TICK_S
-                        if in_flight:
-                            waited = time.perf_counter() - min(in_flight.values())
-                            if waited >= self._settings.timeout_s:
-                                failure = DeadlineExceeded(
-                                    f"the embedder at {self.target} did not answer within {self._settings.timeout_s:g}s"
-                                )
-                                break
-                            timeout = min(IDLE_TICK_S, self._settings.timeout_s - waited)
-                        # One read stays pending across wake-ups: cancelling a read would end the call.
-                        if read is None:
-                            read = asyncio.ensure_future(call.read())
-                        waiter = asyncio.ensure_future(state.writing_done.wait())
-                        done, _ = await asyncio.wait(
-                            {read, waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-                        )
-                        waiter.cancel()
-                        if read not in done:
-                            continue  # a tick, or the writer finished: re-check the loop's conditions
-                        response, read = read.result(), None
-                        if response is grpc.aio.EOF:
-                            if in_flight or not state.writing_done.is_set():
-                                failure = Unavailable(f"the embedder at {self.target} closed the stream early")
-                            break
-                        started = in_flight.pop(response.request_id, None)
-                        if started is None:
-                            continue  # not a request of ours: ignore it rather than trust it
-                        state.slots.release()
-                        code = _code_of(response.status.code)
-                        EMBEDDER_CALL_LATENCY.labels("EmbedStream", code.name).observe(time.perf_counter() - started)
-                        if code is grpc.StatusCode.OK:
-                            yield EmbedOutcome(response.request_id, [face_from_proto(f) for f in response.faces])
-                        else:
-                            error = _error_of(code, response.status.message, self.target)
-                            yield EmbedOutcome(response.request_id, [], error)
-                except grpc.aio.AioRpcError as exc:
-                    failure = self._fail(exc)
-                finally:
-                    if read is not None and not read.done():
-                        read.cancel()
-                    if not writer_task.done():
-                        writer_task.cancel()
-                    await asyncio.gather(writer_task, return_exceptions=True)
-                    call.cancel()  # a no-op once the call has ended; frees it on every other way out
-                exhausted = state.exhausted
-                if failure is None:
-                    continue
-                if in_flight:
-                    for request_id, started in list(in_flight.items()):
-                        EMBEDDER_CALL_LATENCY.labels("EmbedStream", failure.code.name).observe(
-                            time.perf_counter() - started
-                        )
-                        yield EmbedOutcome(request_id, [], failure)
-                elif state.consumed == 0 and not exhausted:
-                    # The stream broke before taking anything: fail the next item, so that every
-                    # round makes progress and a dead embedder cannot make this loop spin.
-                    item = await queue.get()
-                    if item is None:
-                        exhausted = True
-                    else:
-                        yield EmbedOutcome(item.request_id, [], failure)
-        finally:
-            pump_task.cancel()
-            await asyncio.gather(pump_task, return_exceptions=True)
-
-
-class _Round:
-    """State of one EmbedStream call of `embed_stream`: what is in flight and the writer."""
-
-    def __init__(self, max_in_flight: int, call: grpc.aio.StreamStreamCall) -> None:
-        self.call = call
-        self.in_flight: dict[str, float] = {}
-        self.slots = asyncio.Semaphore(max_in_flight)
-        self.writing_done = asyncio.Event()
-        self.consumed = 0
-        self.exhausted = False
-
-    async def write_from(self, queue: asyncio.Queue[EmbedItem | None]) -> None:
-        try:
-            while True:
-                await self.slots.acquire()
-                item = await queue.get()
-                if item is None:
-                    self.exhausted = True
-                    await self.call.done_writing()
-                    return
-                self.consumed += 1
-                self.in_flight[item.request_id] = time.perf_counter()
-                await self.call.write(
-                    embedder_pb2.EmbedStreamRequest(
-                        request_id=item.request_id,
-                        input=embedder_pb2.ImageInput(encoded_image=item.image),
-                        options=options_to_proto(item.options),
-                    )
-                )
-        except (grpc.aio.AioRpcError, asyncio.InvalidStateError):
-            return  # the reader sees the call's error
-        finally:
-            self.writing_done.set()
-
-
-def _code_of(value: int) -> grpc.StatusCode:
-    return next((c for c in grpc.StatusCode if c.value[0] == value), grpc.StatusCode.UNKNOWN)
+                EMBEDDER_CALL_LATENCY.labels("Embed", code.name).observe(time.perf_counter() - started)
+            EMBEDDER_RETRIES.inc()
+            backoff = min(RETRY_MAX_BACKOFF_S, RETRY_INITIAL_BACKOFF_S * 2**attempt)
+            await asyncio.sleep(random.uniform(0, backoff))
+        raise AssertionError("unreachable: the last attempt returns or raises")

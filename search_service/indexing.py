@@ -1,12 +1,13 @@
 """Streaming indexing: each photo is checked, skipped when its bytes are already stored (content
-hash), embedded through one EmbedStream per call, passed through the quality gates and written
-whole in one transaction. Results come back per photo, in completion order."""
+hash), embedded by a call of its own (so one import spreads over every embedder pod), passed
+through the quality gates and written whole. Photos that are ready together are written in one
+transaction; results come back one per photo, in completion order."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
-import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -15,11 +16,15 @@ from facesearch.errors import FaceSearchError, FailedPrecondition, detached, is_
 from search_service import validation
 from search_service.config import SearchSettings
 from search_service.domain import Collection, DetectedFace, IndexOutcome, IndexResult, PhotoInput, PhotoWrite
-from search_service.embedder_client import EmbedderClient, EmbedItem, EmbedOutcome
+from search_service.embedder_client import EmbedderClient
+from search_service.metrics import INDEX_WRITE_PHOTOS
 from search_service.repository import Repository
 from search_service.thumbnails import ThumbnailCutter
 
 log = logging.getLogger(__name__)
+
+# Embedded photos that may wait for the writer, per photo being embedded.
+WRITE_QUEUE_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -27,6 +32,27 @@ class _Pending:
     photo: PhotoInput
     collection: Collection
     content_hash: bytes
+
+
+@dataclass(frozen=True)
+class _Embedded:
+    """A photo whose faces are known and gated: ready to be written."""
+
+    pending: _Pending
+    kept: list[DetectedFace]
+    rejected: list[DetectedFace]
+    # JPEG thumbnails of `kept`, cut while the image was still at hand; empty when not wanted.
+    thumbnails: tuple[bytes | None, ...] = ()
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.pending.collection.id, self.pending.photo.external_id
+
+    def write(self) -> PhotoWrite:
+        photo = self.pending.photo
+        return PhotoWrite(
+            photo.external_id, self.pending.content_hash, photo.metadata, photo.taken_at, self.kept, self.thumbnails
+        )
 
 
 def split_by_gates(faces: list[DetectedFace], embedding_dim: int) -> tuple[list[DetectedFace], list[DetectedFace]]:
@@ -67,6 +93,32 @@ def _log_build_failure(task: asyncio.Task[bool]) -> None:
         log.error("building an HNSW index failed", exc_info=task.exception())
 
 
+async def _drain(queue: asyncio.Queue[_Pending | None]) -> tuple[list[_Pending], bool]:
+    """Every item in `queue` now (waiting for one when it is empty), and whether its end (None)
+    was reached."""
+    first = await queue.get()
+    if first is None:
+        return [], True
+    batch = [first]
+    while not queue.empty():
+        item = queue.get_nowait()
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
+
+
+def _stored(embedded: _Embedded, outcome: IndexOutcome) -> IndexResult:
+    stored = 0 if outcome is IndexOutcome.UNCHANGED else len(embedded.kept)
+    return IndexResult(
+        embedded.pending.photo.external_id,
+        outcome=outcome,
+        faces_indexed=stored,
+        rejected=tuple(embedded.rejected),
+        no_face_reason=no_face_reason(embedded.kept, embedded.rejected),
+    )
+
+
 class Indexer:
     def __init__(
         self,
@@ -84,59 +136,105 @@ class Indexer:
         self._index_builds: dict[int, asyncio.Task[bool]] = {}
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
-        """One IndexResult per photo of `photos`, as each is done."""
-        # Bounded: a client that does not read its answers stops this stream reading its requests
-        # (and so its photos) instead of growing memory.
-        results: asyncio.Queue[IndexResult | None] = asyncio.Queue(maxsize=self._settings.embedder.max_in_flight)
-        to_embed: asyncio.Queue[EmbedItem | None] = asyncio.Queue(maxsize=self._settings.embedder.max_in_flight)
-        pending: dict[str, _Pending] = {}
+        """One IndexResult per photo of `photos`, as each is done. At most `max_in_flight` photos
+        are being checked or embedded at once (and a bounded number of embedded ones, holding their
+        faces but not their image, wait to be written): the stream reads no further until one is
+        done. Stages: intake (validate) -> hash check (one query for the photos that arrived
+        together) -> one embedder call per photo -> writer (one transaction for the photos ready
+        together)."""
+        slots = asyncio.Semaphore(self._settings.embedder.max_in_flight)
+        # Embedded photos waiting to be written hold their faces, not their image: many more may
+        # wait, so that the writer's groups grow with the database's latency.
+        write_slots = asyncio.Semaphore(self._settings.embedder.max_in_flight * WRITE_QUEUE_FACTOR)
+        # Every photo holds one of these from intake until its answer is sent: a client that does
+        # not read its answers stops this stream reading its requests instead of growing memory.
+        unanswered = asyncio.Semaphore(self._settings.embedder.max_in_flight * (WRITE_QUEUE_FACTOR + 2))
+        results: asyncio.Queue[IndexResult | None] = asyncio.Queue()
+        checking: asyncio.Queue[_Pending | None] = asyncio.Queue()
+        ready: asyncio.Queue[_Embedded | None] = asyncio.Queue()
+        embedding: set[asyncio.Task[None]] = set()
         collections: dict[str, Collection] = {}
-        ids = itertools.count()
         touched: set[int] = set()
+
+        def finish(result: IndexResult) -> None:
+            results.put_nowait(result)
+            slots.release()
+
+        def fail(photo: PhotoInput, exc: Exception, doing: str) -> None:
+            # E.g. a bad field or the database unreachable: this photo fails, the stream goes on.
+            finish(_failed(photo.external_id, exc, doing))
+
+        async def embed(pending: _Pending) -> None:
+            photo = pending.photo
+            try:
+                faces = await self._embedder.embed(photo.image, photo.options)
+                kept, rejected = split_by_gates(faces, self.embedding_dim)
+                thumbnails = await self._cut_thumbnails(photo, kept)
+            except Exception as exc:
+                fail(photo, exc, "embedding")
+            else:
+                await write_slots.acquire()
+                slots.release()
+                # The image is not needed any more: only its faces wait for the writer.
+                light = _Pending(dataclasses.replace(photo, image=b""), pending.collection, pending.content_hash)
+                ready.put_nowait(_Embedded(light, kept, rejected, thumbnails))
 
         async def intake() -> None:
             try:
                 async for photo in photos:
+                    await unanswered.acquire()
+                    await slots.acquire()
                     try:
-                        prepared = await self._prepare(tenant, photo, collections)
+                        checking.put_nowait(await self._validate(tenant, photo, collections))
                     except Exception as exc:
-                        # E.g. a bad field or the database unreachable: this photo fails, the stream goes on.
-                        await results.put(_failed(photo.external_id, exc, "preparing"))
-                        continue
-                    if prepared is None:
-                        await results.put(IndexResult(photo.external_id, outcome=IndexOutcome.UNCHANGED))
-                        continue
-                    request_id = str(next(ids))
-                    pending[request_id] = prepared
-                    await to_embed.put(EmbedItem(request_id, photo.image, photo.options))
+                        fail(photo, exc, "preparing")
             finally:
-                await to_embed.put(None)
+                checking.put_nowait(None)
 
-        async def queued() -> AsyncIterator[EmbedItem]:
-            while (item := await to_embed.get()) is not None:
-                yield item
-
-        async def embed_and_store() -> None:
+        async def check() -> None:
             try:
-                async for outcome in self._embedder.embed_stream(queued()):
-                    prepared = pending.pop(outcome.request_id)
-                    result = await self._store(prepared, outcome)
-                    if result.error is None and not prepared.collection.hnsw_indexed:
-                        touched.add(prepared.collection.id)
-                    await results.put(result)
+                done = False
+                while not done:
+                    batch, done = await _drain(checking)
+                    for pending, unchanged in await self._check_hashes(batch):
+                        if isinstance(unchanged, Exception):
+                            fail(pending.photo, unchanged, "preparing")
+                        elif unchanged:
+                            finish(IndexResult(pending.photo.external_id, outcome=IndexOutcome.UNCHANGED))
+                        else:
+                            task = asyncio.create_task(embed(pending))
+                            embedding.add(task)
+                            task.add_done_callback(embedding.discard)
             finally:
-                await results.put(None)
+                while embedding:
+                    await asyncio.gather(*embedding, return_exceptions=True)
+                ready.put_nowait(None)
 
-        tasks = [asyncio.create_task(intake()), asyncio.create_task(embed_and_store())]
+        async def write() -> None:
+            try:
+                carried: list[_Embedded] = []
+                done = False
+                while not done or carried:
+                    group, carried, done = await self._next_group(ready, carried, done)
+                    for embedded, result in zip(group, await self._write_group(group), strict=True):
+                        if result.error is None and not embedded.pending.collection.hnsw_indexed:
+                            touched.add(embedded.pending.collection.id)
+                        results.put_nowait(result)
+                        write_slots.release()
+            finally:
+                results.put_nowait(None)
+
+        tasks = [asyncio.create_task(stage()) for stage in (intake, check, write)]
         try:
             while (result := await results.get()) is not None:
                 yield result
+                unanswered.release()
             for task in tasks:
                 await task  # surfaces an error of the request stream itself
         finally:
-            for task in tasks:
+            for task in [*tasks, *embedding]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *embedding, return_exceptions=True)
         for collection_id in touched:
             try:
                 await self._maybe_build_hnsw(collection_id)
@@ -144,9 +242,88 @@ class Indexer:
                 # Every photo is answered already: a database blip here must not fail the stream.
                 log.warning("checking collection %d for an HNSW index failed: %s", collection_id, exc)
 
-    async def _prepare(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending | None:
-        """Validates a photo; None when its bytes are stored already (its metadata and time are
-        updated then, and the embedder is not called)."""
+    async def _check_hashes(self, batch: list[_Pending]) -> list[tuple[_Pending, bool | Exception]]:
+        """(photo, whether its bytes are stored already) for each photo of `batch`, one query per
+        collection. An unchanged photo's metadata and time are updated, and it needs no embedder."""
+        by_collection: dict[int, list[_Pending]] = {}
+        for pending in batch:
+            by_collection.setdefault(pending.collection.id, []).append(pending)
+        checked: list[tuple[_Pending, bool | Exception]] = []
+        for collection_id, members in by_collection.items():
+            try:
+                stored = await self._repo.photo_hashes(collection_id, [m.photo.external_id for m in members])
+            except Exception as exc:
+                checked.extend((m, exc) for m in members)
+                continue
+            for pending in members:
+                photo = pending.photo
+                if stored.get(photo.external_id) != pending.content_hash:
+                    checked.append((pending, False))
+                    continue
+                try:
+                    # False when the photo was deleted since: it is embedded and stored again.
+                    still_there = await self._repo.touch_photo(
+                        collection_id, photo.external_id, photo.metadata, photo.taken_at
+                    )
+                except Exception as exc:
+                    checked.append((pending, exc))
+                else:
+                    checked.append((pending, still_there))
+        return checked
+
+    @staticmethod
+    async def _next_group(
+        ready: asyncio.Queue[_Embedded | None], carried: list[_Embedded], done: bool
+    ) -> tuple[list[_Embedded], list[_Embedded], bool]:
+        """Every photo ready now, as (group, carried to the next group, input finished). Waits for
+        one when none is ready. A photo whose (collection, external id) is in the group already
+        waits for the next one, so each photo's outcome is its own."""
+        candidates = carried
+        if not candidates and not done:
+            item = await ready.get()
+            if item is None:
+                return [], [], True
+            candidates = [item]
+        while not done and not ready.empty():
+            item = ready.get_nowait()
+            if item is None:
+                done = True
+            else:
+                candidates.append(item)
+        group: list[_Embedded] = []
+        later: list[_Embedded] = []
+        keys: set[tuple[int, str]] = set()
+        for embedded in candidates:
+            (later if embedded.key in keys else group).append(embedded)
+            keys.add(embedded.key)
+        return group, later, done
+
+    async def _write_group(self, group: list[_Embedded]) -> list[IndexResult]:
+        """The results of writing `group`, in its order: one transaction per collection in it.
+        When a group's transaction fails, its photos are written one by one, so one bad photo
+        fails only itself."""
+        by_collection: dict[int, list[int]] = {}
+        for i, embedded in enumerate(group):
+            by_collection.setdefault(embedded.pending.collection.id, []).append(i)
+        results: list[IndexResult | None] = [None] * len(group)
+        for collection_id, indexes in by_collection.items():
+            members = [group[i] for i in indexes]
+            try:
+                outcomes = await self._repo.store_photos(collection_id, [m.write() for m in members])
+            except Exception as exc:
+                if len(members) == 1:
+                    results[indexes[0]] = _failed(members[0].pending.photo.external_id, exc, "storing")
+                    continue
+                for i in indexes:
+                    (results[i],) = await self._write_group([group[i]])
+                continue
+            INDEX_WRITE_PHOTOS.observe(len(members))
+            for i, member in zip(indexes, members, strict=True):
+                results[i] = _stored(member, outcomes[member.pending.photo.external_id])
+        return [r for r in results if r is not None]
+
+    async def _validate(self, tenant: str, photo: PhotoInput, collections: dict[str, Collection]) -> _Pending:
+        """Checks a photo's fields and finds its collection (once per stream and name)."""
         if photo.error is not None:
             raise photo.error
         validation.external_id(photo.external_id)
@@ -156,34 +333,7 @@ class Indexer:
         if collection is None:
             collection = await self._repo.get_collection(tenant, validation.collection_name(photo.collection))
             collections[photo.collection] = collection
-        content_hash = hashlib.sha256(photo.image).digest()
-        if await self._repo.photo_hash(collection.id, photo.external_id) == content_hash:
-            if await self._repo.touch_photo(collection.id, photo.external_id, photo.metadata, photo.taken_at):
-                return None
-        return _Pending(photo, collection, content_hash)
-
-    async def _store(self, prepared: _Pending, outcome: EmbedOutcome) -> IndexResult:
-        photo = prepared.photo
-        if outcome.error is not None:
-            return _failed(photo.external_id, outcome.error, "embedding")
-        try:
-            kept, rejected = split_by_gates(outcome.faces, self.embedding_dim)
-            thumbnails = await self._cut_thumbnails(photo, kept)
-            write = PhotoWrite(
-                photo.external_id, prepared.content_hash, photo.metadata, photo.taken_at, kept, thumbnails
-            )
-            outcomes = await self._repo.store_photos(prepared.collection.id, [write])
-        except Exception as exc:
-            return _failed(photo.external_id, exc, "storing")
-        result_outcome = outcomes[photo.external_id]
-        stored = 0 if result_outcome is IndexOutcome.UNCHANGED else len(kept)
-        return IndexResult(
-            photo.external_id,
-            outcome=result_outcome,
-            faces_indexed=stored,
-            rejected=tuple(rejected),
-            no_face_reason=no_face_reason(kept, rejected),
-        )
+        return _Pending(photo, collection, hashlib.sha256(photo.image).digest())
 
     async def _cut_thumbnails(self, photo: PhotoInput, faces: list[DetectedFace]) -> tuple[bytes | None, ...]:
         wanted = self._settings.thumbnails.enabled if photo.store_thumbnails is None else photo.store_thumbnails

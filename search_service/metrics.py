@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -21,9 +21,18 @@ DB_POOL_SIZE = Gauge("facesearch_search_db_pool_size", "Connections open in the 
 DB_POOL_IN_USE = Gauge("facesearch_search_db_pool_in_use", "Connections of the asyncpg pool checked out.")
 EMBEDDER_CALL_LATENCY = Histogram(
     "facesearch_search_embedder_call_seconds",
-    "Time of one embedder call (per image for EmbedStream), by method and status code.",
+    "Time of one embedder call attempt, by method and status code.",
     ["method", "code"],
     buckets=_BUCKETS,
+)
+EMBEDDER_RETRIES = Counter(
+    "facesearch_search_embedder_retries_total",
+    "Embedder calls sent again (to the next pod) after an UNAVAILABLE answer.",
+)
+INDEX_WRITE_PHOTOS = Histogram(
+    "facesearch_search_index_write_photos",
+    "Photos written per IndexPhotos transaction (ready photos are grouped).",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
 )
 
 

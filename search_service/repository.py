@@ -255,13 +255,16 @@ class Repository:
 
     # --- photos --------------------------------------------------------------------------
 
-    async def photo_hash(self, collection_id: int, external_id: str) -> bytes | None:
-        with _database_call("photo_hash"):
-            return await self.pool.fetchval(
-                "SELECT content_hash FROM photos WHERE collection_id = $1 AND external_id = $2",
+    async def photo_hashes(self, collection_id: int, external_ids: Sequence[str]) -> dict[str, bytes]:
+        """Content hashes of those of `external_ids` that are stored, in one query."""
+        with _database_call("photo_hashes"):
+            rows = await self.pool.fetch(
+                "SELECT external_id, content_hash FROM photos "
+                "WHERE collection_id = $1 AND external_id = ANY($2::text[])",
                 collection_id,
-                external_id,
+                list(external_ids),
             )
+        return {row["external_id"]: row["content_hash"] for row in rows}
 
     async def touch_photo(
         self, collection_id: int, external_id: str, metadata: JsonObject, taken_at: datetime | None
@@ -291,6 +294,9 @@ class Repository:
 
     async def _store_photos(self, collection_id: int, photos: Sequence[PhotoWrite]) -> dict[str, IndexOutcome]:
         latest = {photo.external_id: photo for photo in photos}  # the last of duplicates wins
+        # Rows are locked in external id order, so two transactions over overlapping photos wait
+        # for each other instead of deadlocking.
+        latest = dict(sorted(latest.items()))
         outcomes: dict[str, IndexOutcome] = {}
         with _database_call("store_photos"):
             async with self.pool.acquire() as conn, conn.transaction():
@@ -312,6 +318,7 @@ class Repository:
                     SELECT p.external_id, p.content_hash, p.taken_at
                     FROM unnest($2::text[]) AS u(external_id)
                     JOIN photos p ON p.collection_id = $1 AND p.external_id = u.external_id
+                    ORDER BY p.external_id
                     FOR UPDATE OF p
                     """,
                     collection_id,

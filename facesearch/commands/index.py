@@ -1,6 +1,8 @@
 """`facesearch index COLLECTION DIR`: streams every image under DIR through IndexPhotos (external id
 = path relative to DIR, taken time from EXIF DateTimeOriginal, --metadata on every photo), with a
-progress bar and a summary of photos, faces, rejected and errors."""
+progress bar and a summary of photos, faces, rejected and errors. A stream that is cut (connection
+rotation, a search pod rolling) is opened again and what has no answer yet is sent again: indexing
+is idempotent."""
 
 from __future__ import annotations
 
@@ -21,6 +23,12 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
 # Errors listed one by one after the summary; the rest are counted.
 SHOWN_ERRORS = 20
+# Codes of a stream cut by the connection (max connection age, a search pod going away), not refused
+# by the service: open another and go on.
+RESUMABLE = frozenset({grpc.StatusCode.UNAVAILABLE})
+# Streams in a row that may end without one answer before the command gives up.
+MAX_FRUITLESS_STREAMS = 4
+RESUME_BACKOFF_S = 0.5
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +69,9 @@ class Summary:
     rejected: int = 0
     no_face: int = 0
     errors: list[tuple[str, str]] = field(default_factory=list)
+    # Photos sent again on a new stream because the one they were sent on was cut unanswered.
+    resent: int = 0
+    streams: int = 0
 
     def add(self, response: search_pb2.IndexPhotosResponse) -> None:
         if response.status.code != 0:
@@ -87,6 +98,8 @@ class Summary:
             "without_face": self.no_face,
             "faces": self.faces,
             "rejected": self.rejected,
+            "resent": self.resent,
+            "streams": self.streams,
             "errors": [{"external_id": e, "error": message} for e, message in self.errors],
         }
 
@@ -97,6 +110,7 @@ class Summary:
         )
         print(f"faces: {self.faces}")
         print(f"rejected: {self.rejected}")
+        print(f"resent: {self.resent} (streams: {self.streams})")
         print(f"errors: {len(self.errors)}")
         for external_id, message in self.errors[:SHOWN_ERRORS]:
             print(f"  {external_id}: {message}")
@@ -135,24 +149,52 @@ async def index_directory(
 ) -> int:
     summary = Summary()
     report = (lambda: common.print_json(summary.as_dict())) if args.json else summary.print
+    # external id -> file, for every photo without an answer yet.
+    unanswered = {path.relative_to(directory).as_posix(): path for path in images}
     try:
         if await ensure_collection(session.stub, args.collection, session.options):
             print(f"created collection {args.collection}", file=sys.stderr if args.json else sys.stdout)
-
-        async def requests() -> AsyncIterator[search_pb2.IndexPhotosRequest]:
-            for path in images:
-                data = await asyncio.to_thread(path.read_bytes)
-                yield await asyncio.to_thread(index_request, args, directory, path, data)
-
-        with tqdm(total=len(images), unit="photo", disable=args.no_progress, file=sys.stderr) as bar:
-            # A stream has no overall deadline: a large import takes as long as it takes.
-            async for response in session.stub.IndexPhotos(requests(), metadata=session.metadata):
-                summary.add(response)
-                bar.update(1)
     except grpc.aio.AioRpcError as exc:
         print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        report()
         return common.exit_code_for(exc.code())
+    fruitless = 0
+    with tqdm(total=len(images), unit="photo", disable=args.no_progress, file=sys.stderr) as bar:
+        while unanswered:
+            sent: set[str] = set()
+
+            async def requests(todo: list[str], sent: set[str] = sent) -> AsyncIterator[search_pb2.IndexPhotosRequest]:
+                for external_id in todo:
+                    path = unanswered[external_id]
+                    data = await asyncio.to_thread(path.read_bytes)
+                    sent.add(external_id)
+                    yield await asyncio.to_thread(index_request, args, directory, path, data)
+
+            answered_before = len(unanswered)
+            summary.streams += 1
+            try:
+                # A stream has no overall deadline: a large import takes as long as it takes.
+                async for response in session.stub.IndexPhotos(requests(list(unanswered)), metadata=session.metadata):
+                    if unanswered.pop(response.external_id, None) is not None:
+                        summary.add(response)
+                        bar.update(1)
+                if not unanswered:
+                    break
+                cause = "the stream ended without answering every photo"
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() not in RESUMABLE:
+                    print(f"error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+                    report()
+                    return common.exit_code_for(exc.code())
+                cause = f"the stream was cut ({exc.code().name}: {exc.details()})"
+            fruitless = 0 if len(unanswered) < answered_before else fruitless + 1
+            if fruitless >= MAX_FRUITLESS_STREAMS:
+                print(f"error: {cause}, {fruitless} times in a row without progress", file=sys.stderr)
+                report()
+                return common.EXIT_UNAVAILABLE
+            again = sent & unanswered.keys()
+            summary.resent += len(again)
+            bar.write(f"{cause}; opening a new stream ({len(again)} photos sent again)", file=sys.stderr)
+            await asyncio.sleep(RESUME_BACKOFF_S * 2 ** max(0, fruitless - 1))
     report()
     return common.EXIT_FAILED if summary.errors else common.EXIT_OK
 

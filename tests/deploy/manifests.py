@@ -45,7 +45,7 @@ def render(directory: Path) -> list[dict[str, Any]]:
         [kubectl(), "kustomize", str(directory)], capture_output=True, text=True, timeout=120, check=False
     )
     if proc.returncode != 0:
-        pytest.fail(f"kubectl kustomize {directory.relative_to(REPO)} failed:\n{proc.stderr}")
+        pytest.fail(f"kubectl kustomize {directory} failed:\n{proc.stderr}")
     return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
 
 

@@ -5,6 +5,7 @@ consistent with itself and with the services' settings classes."""
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,6 @@ SEARCH = "facesearch-search"
 WEB = "facesearch-web"
 # The optional web page, turned on the way deploy/README.md says (cpu overlay + components/web).
 WEB_EXAMPLE = K8S / "examples" / "cpu-with-web"
-QUEUE_DEPTH_METRIC = "facesearch_embedder_queue_depth"
 # Every directory a user may `kubectl apply -k`.
 RENDERED_DIRS = [K8S / "base", *OVERLAYS, WEB_EXAMPLE]
 CNPG_OVERLAYS = {"cpu", "gpu", "gpu-cpu-autoscaling"}
@@ -282,17 +282,40 @@ def test_hpas_scale_the_right_deployments_on_the_right_signals(overlay: tuple[st
         assert embedder_metric["type"] == "Resource" and embedder_metric["resource"]["name"] == "cpu"
     else:
         assert embedder_metric["type"] == "Pods"
-        assert embedder_metric["pods"]["metric"]["name"] == QUEUE_DEPTH_METRIC
         assert embedder_metric["pods"]["metric"]["selector"]["matchLabels"]["model"] in {"detection", "recognition"}
+        # That the name is one a running embedder exports: tests/deploy/test_metric_names.py.
 
 
 def test_prometheus_adapter_rule_serves_the_hpa_metric() -> None:
     values = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
     rules = values["rules"]["custom"]
-    served = [r for r in rules if r["name"]["as"] == QUEUE_DEPTH_METRIC]
-    assert len(served) == 1
-    assert served[0]["seriesQuery"].startswith(QUEUE_DEPTH_METRIC + "{")
+    hpa = named(render(K8S / "base"), "HorizontalPodAutoscaler", EMBEDDER)
+    metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+    served = [r for r in rules if r["name"]["as"] == metric]
+    assert len(served) == 1, f"no adapter rule serves the HPA's metric {metric}"
     assert set(served[0]["resources"]["overrides"]) == {"namespace", "pod"}
+
+
+def test_service_monitors_carry_the_label_prometheus_selects_by(overlay: tuple[str, list[dict[str, Any]]]) -> None:
+    """kube-prometheus-stack selects ServiceMonitors by `release: <its Helm release>`; the adapter
+    values name the same release's Prometheus."""
+    _, objects = overlay
+    values = yaml.safe_load((K8S / "monitoring" / "prometheus-adapter-values.yaml").read_text())
+    release = values["prometheus"]["url"].split("//", 1)[1].split(".", 1)[0].removesuffix("-prometheus")
+    for monitor in of_kind(objects, "ServiceMonitor"):
+        assert monitor["metadata"]["labels"].get("release") == release, monitor["metadata"]
+
+
+def test_the_service_monitor_label_is_a_patch_point(tmp_path: Path) -> None:
+    """The overlay patch deploy/README.md shows for another release name renders as documented."""
+    readme = (REPO / "deploy" / "README.md").read_text()
+    patch = readme.split("<!-- servicemonitor-release-patch -->", 2)[1]
+    patch = patch.split("```yaml", 1)[1].split("```", 1)[0]
+    overlay = os.path.relpath(K8S / "overlays" / "gpu", tmp_path)  # kustomize refuses absolute paths
+    (tmp_path / "kustomization.yaml").write_text(f"resources:\n  - {overlay}\n{patch}")
+    monitors = of_kind(render(tmp_path), "ServiceMonitor")
+    assert len(monitors) == 2
+    assert {m["metadata"]["labels"]["release"] for m in monitors} == {"my-prometheus"}
 
 
 def test_pdbs_cover_each_deployment(rendered: tuple[Path, list[dict[str, Any]]]) -> None:

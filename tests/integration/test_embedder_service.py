@@ -259,12 +259,14 @@ async def test_health_reflection_and_metrics(embedder_server, stub) -> None:  # 
     url = f"http://127.0.0.1:{embedder_server.metrics_port}/metrics"
     text = (await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=5).read())).decode()
     for needle in (
-        'embedder_batch_size_count{model="recognition"}',
-        'embedder_batch_size_count{model="detection"}',
-        'embedder_queue_depth{model="recognition"}',
-        'embedder_inference_seconds_count{model="detection"}',
-        'embedder_execution_provider_info{model="recognition",provider="CPUExecutionProvider"} 1.0',
-        "embedder_faces_total",
+        'facesearch_embedder_batch_size_count{model="recognition"}',
+        'facesearch_embedder_batch_size_count{model="detection"}',
+        'facesearch_embedder_queue_depth{model="recognition"}',
+        'facesearch_embedder_inference_seconds_count{model="detection"}',
+        'facesearch_embedder_execution_provider_info{model="recognition",provider="CPUExecutionProvider"} 1.0',
+        "facesearch_embedder_faces_total",
+        "facesearch_embedder_images_in_flight 0.0",
+        'facesearch_embedder_queue_wait_seconds_count{model="recognition"}',
         'facesearch_grpc_server_handled_total{code="OK",method="Embed",service="embedder"}',
         'facesearch_grpc_server_handling_seconds_count{method="Embed",service="embedder"}',
     ):

@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from prometheus_client import REGISTRY
 
+from embedder_service import metrics
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2
 from tests import faces
 from tests.fixtures.embedder import embedder_running, start_embedder
@@ -41,9 +41,9 @@ BAD = {
 
 def _recognition_batches() -> tuple[float, float]:
     """(crops, batches) run by the recognition batcher so far in this process."""
-    labels = {"model": "recognition"}
-    crops = REGISTRY.get_sample_value("embedder_batch_size_sum", labels) or 0.0
-    return crops, REGISTRY.get_sample_value("embedder_batch_size_count", labels) or 0.0
+    (family,) = metrics.BATCH_SIZE.collect()  # read through the metric itself: no copy of its name
+    samples = {s.name: s.value for s in family.samples if s.labels.get("model") == "recognition"}
+    return samples.get(f"{family.name}_sum", 0.0), samples.get(f"{family.name}_count", 0.0)
 
 
 def _request(request_id: str, data: bytes) -> embedder_pb2.EmbedStreamRequest:

@@ -1,25 +1,33 @@
-"""The embedder client's channel configuration and how embedder failures become domain errors."""
+"""The embedder client's channel configuration, its per-call deadline, and how embedder failures
+become domain errors."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import grpc
 import numpy as np
+import pytest
 
+from facesearch.deadline import set_call_deadline
 from facesearch.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from facesearch.v1 import face_pb2
+from search_service.config import EmbedderClientSettings
 from search_service.domain import EmbedOptions
-from search_service.embedder_client import _error_of, face_from_proto, options_to_proto, service_config
+from search_service.embedder_client import (
+    EmbedderClient,
+    _error_of,
+    face_from_proto,
+    options_to_proto,
+    service_config,
+)
 
 
-def test_service_config_balances_and_retries_unavailable() -> None:
-    config = json.loads(service_config(4))
+def test_service_config_balances_over_serving_addresses() -> None:
+    config = json.loads(service_config())
     assert config["loadBalancingConfig"] == [{"round_robin": {}}]
-    (method,) = config["methodConfig"]
-    assert method["name"] == [{"service": "facesearch.v1.EmbedderService"}]
-    assert method["retryPolicy"]["maxAttempts"] == 4
-    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    assert config["healthCheckConfig"] == {"serviceName": "facesearch.v1.EmbedderService"}
 
 
 def test_embedder_failures_map_to_domain_errors() -> None:
@@ -46,3 +54,26 @@ def test_options_and_faces_convert() -> None:
     assert converted.box.as_list() == [1, 2, 3, 4]
     assert converted.quality.failures == ("QUALITY_FAILURE_BLURRY",)
     assert converted.embedding.dtype == np.float32 and converted.landmarks == (1.0, 2.0)
+
+
+async def _timeout_in_a_served_call(time_remaining_s: float | None, timeout_s: float = 30.0) -> float:
+    """The embedder call's timeout when the served call has `time_remaining_s` left. Each served
+    RPC runs in a task of its own, as here, so the deadline does not leak between calls."""
+    client = EmbedderClient("127.0.0.1:1", EmbedderClientSettings(timeout_s=timeout_s), 1 << 20)
+
+    async def served() -> float:
+        set_call_deadline(time_remaining_s)
+        return client._timeout_s()
+
+    try:
+        return await asyncio.create_task(served())
+    finally:
+        await client.close()
+
+
+async def test_each_embedder_call_ends_inside_the_callers_deadline() -> None:
+    assert await _timeout_in_a_served_call(None) == 30.0  # no caller deadline: the configured one
+    assert await _timeout_in_a_served_call(100.0) == 30.0  # a far deadline does not lengthen it
+    assert 1.8 < await _timeout_in_a_served_call(2.0) < 2.0  # a near one shortens it
+    with pytest.raises(DeadlineExceeded):
+        await _timeout_in_a_served_call(0.01)  # nothing left: fail at once, don't call the embedder
