@@ -75,6 +75,8 @@ class Collection:
     photo_count: int = 0
     face_count: int = 0
     person_count: int = 0
+    # Changes (same transaction) with every change of the collection's faces; see descriptor_cache.
+    faces_version: int = 0
 
 
 @dataclass(frozen=True)

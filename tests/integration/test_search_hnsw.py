@@ -66,8 +66,10 @@ async def test_hnsw_collection_search(database: Database) -> None:
     assert (await repo.get_collection("t", "registry")).hnsw_indexed
 
     async with database.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         from search_service import sql
+        from search_service.repository import ann_plan, pin_plan
+
+        await pin_plan(conn, ann_plan(40, database.pgvector.has_iterative_scan))
 
         query_sql, args = sql.ann_candidates(collection.id, faces[0], SearchFilter(), 40)
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + query_sql, *args))
