@@ -44,6 +44,14 @@ class SearchThresholds(BaseModel):
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
 
 
+class DescriptorCacheSettings(BaseModel):
+    """Each replica's in-memory copy of hot collections' embeddings (search_service/descriptor_cache.py)."""
+
+    # Bound of all cached matrices together (float32, 2 KiB per face at 512-d); least recently
+    # searched collections are evicted first, larger collections are never cached. 0 turns it off.
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+
+
 class SearchSettings(BaseSettings):
     """Everything the search service can be told; `SEARCH_` prefix, `__` for nested groups."""
 
@@ -64,6 +72,7 @@ class SearchSettings(BaseSettings):
     database: DatabaseSettings = DatabaseSettings()
 
     thresholds: SearchThresholds = SearchThresholds()
+    descriptor_cache: DescriptorCacheSettings = DescriptorCacheSettings()
     # Tenant used when a call carries no `x-tenant-id` metadata; empty = the header is required.
     default_tenant: str = "default"
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)

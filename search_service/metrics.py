@@ -1,5 +1,5 @@
 """Prometheus metrics of the search service beyond the shared per-RPC ones: database query
-latency, connection-pool use and embedder call latency."""
+latency, connection-pool use, embedder call latency and the descriptor cache."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -24,6 +24,16 @@ EMBEDDER_CALL_LATENCY = Histogram(
     "Time of one embedder call (per image for EmbedStream), by method and status code.",
     ["method", "code"],
     buckets=_BUCKETS,
+)
+CACHE_LOOKUPS = Counter(
+    "facesearch_search_descriptor_cache_lookups_total",
+    "Searches that asked this replica's descriptor cache, by result: hit (answered from memory), "
+    "miss (not cached) or stale (cached at an older faces version); misses and stale ones go to PostgreSQL.",
+    ["result"],
+)
+CACHE_BYTES = Gauge("facesearch_search_descriptor_cache_bytes", "Bytes held by this replica's descriptor cache.")
+CACHE_COLLECTIONS = Gauge(
+    "facesearch_search_descriptor_cache_collections", "Collections held by this replica's descriptor cache."
 )
 
 

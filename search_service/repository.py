@@ -426,6 +426,53 @@ class Repository:
         with _database_call("search_ann"):
             return await fetch_pinned(self.pool, ann_plan(ef_search, iterative_scan), query, *args)
 
+    async def load_descriptors(self, collection_id: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The collection's `faces_version` and its photo faces as of that version (one snapshot):
+        (version, photo keys, face ids, float32 matrix), rows in (photo, face id) order. None when
+        the collection is gone. Vectors come as one bytea of pgvector's binary format (dim, unused,
+        big-endian float32s per row), so a 100k-face matrix is one buffer, not 100k objects."""
+        with _database_call("load_descriptors"):
+            async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                version = await conn.fetchval("SELECT faces_version FROM collections WHERE id = $1", collection_id)
+                if version is None:
+                    return None
+                row = await conn.fetchrow(
+                    """
+                    SELECT coalesce(array_agg(photo_id ORDER BY photo_id, id), '{}') AS photo_keys,
+                           coalesce(array_agg(id ORDER BY photo_id, id), '{}') AS face_ids,
+                           coalesce(string_agg(vector_send(embedding), ''::bytea ORDER BY photo_id, id), '') AS vectors,
+                           max(vector_dims(embedding)) AS dim
+                    FROM faces WHERE collection_id = $1 AND photo_id IS NOT NULL
+                    """,
+                    collection_id,
+                )
+        n = len(row["face_ids"])
+        dim = row["dim"] or 0
+        # Each row: a 4-byte header (uint16 dim, uint16 unused), i.e. one float32 slot, then the values.
+        raw = np.frombuffer(row["vectors"], dtype=">f4").reshape(n, dim + 1) if n else np.zeros((0, 1), ">f4")
+        matrix = np.ascontiguousarray(raw[:, 1:], dtype=np.float32)
+        return (
+            version,
+            np.asarray(row["photo_keys"], dtype=np.int64),
+            np.asarray(row["face_ids"], dtype=np.int64),
+            matrix,
+        )
+
+    async def face_details(self, collection_id: int, face_ids: list[int]) -> dict[int, asyncpg.Record]:
+        """Box and photo of each face (by face id) for a page of results found in memory; faces
+        deleted since are missing from the answer."""
+        with _database_call("face_details"):
+            rows = await self.pool.fetch(
+                """
+                SELECT f.id AS face_id, f.photo_id AS photo_key, f.box, ph.external_id, ph.metadata, ph.taken_at
+                FROM faces f JOIN photos ph ON ph.collection_id = f.collection_id AND ph.id = f.photo_id
+                WHERE f.collection_id = $1 AND f.id = ANY($2::bigint[])
+                """,
+                collection_id,
+                face_ids,
+            )
+        return {row["face_id"]: row for row in rows}
+
     async def face_embedding(self, collection_id: int, face_id: int) -> np.ndarray:
         with _database_call("face_embedding"):
             value = await self.pool.fetchval(

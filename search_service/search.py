@@ -1,6 +1,7 @@
 """Search: turns a query (selfie, several selfies, embedding, indexed face) into vectors, searches
-one collection (exact below the HNSW threshold, the collection's HNSW index above it, never fewer
-than top_k photos when that many match) and pages with an opaque cursor bound to its query."""
+one collection (from this replica's descriptor cache when it holds the collection's current
+version; otherwise exact below the HNSW threshold, the collection's HNSW index above it, never
+fewer than top_k photos when that many match) and pages with an opaque cursor bound to its query."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import numpy as np
 from facesearch.errors import InvalidArgument, NotFound
 from search_service import validation
 from search_service.config import SearchSettings
+from search_service.descriptor_cache import DescriptorCache
 from search_service.domain import (
     Box,
     Collection,
@@ -45,16 +47,23 @@ MAX_EF_SEARCH = 1000
 class PageToken:
     cursor: Cursor
     query_hash: str
+    # Whether the page came from the descriptor cache. Its float32 BLAS distances and pgvector's
+    # differ in the last bits, so a query's later pages stay on the path of its first page (a cached
+    # query goes to PostgreSQL only when the collection changed in between).
+    cached: bool = False
 
     def encode(self) -> str:
         payload = {"d": self.cursor.distance, "k": self.cursor.photo_key, "q": self.query_hash}
+        if self.cached:
+            payload["c"] = 1
         return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
     @classmethod
     def decode(cls, token: str, query_hash: str) -> PageToken:
         try:
             payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
-            parsed = cls(Cursor(float(payload["d"]), int(payload["k"])), str(payload["q"]))
+            cached = bool(payload.get("c", 0))
+            parsed = cls(Cursor(float(payload["d"]), int(payload["k"])), str(payload["q"]), cached)
         except (binascii.Error, ValueError, KeyError, TypeError):
             raise InvalidArgument("page_token is not a token this service issued") from None
         if parsed.query_hash != query_hash:
@@ -120,12 +129,18 @@ def _match(row: Mapping[str, Any]) -> PhotoMatch:
 
 class SearchEngine:
     def __init__(
-        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+        self,
+        repository: Repository,
+        embedder: EmbedderClient,
+        settings: SearchSettings,
+        embedding_dim: int,
+        cache: DescriptorCache | None = None,
     ) -> None:
         self._repo = repository
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
+        self._cache = cache
 
     async def search(self, tenant: str, query: SearchQuery) -> SearchResult:
         top_k = validation.top_k(query.top_k, DEFAULT_TOP_K, self._settings.max_top_k)
@@ -136,16 +151,21 @@ class SearchEngine:
         if not vectors:
             return SearchResult(matches=[], query_faces=query_faces, no_face_reason=reason)
         bound_to = query_hash(collection.id, vectors, query.filter, min_similarity)
-        cursor = PageToken.decode(query.page_token, bound_to).cursor if query.page_token else None
+        previous = PageToken.decode(query.page_token, bound_to) if query.page_token else None
+        cursor = previous.cursor if previous else None
         max_distance = None if min_similarity is None else 1.0 - min_similarity
-        if collection.hnsw_indexed and len(vectors) == 1:
+        matches = None
+        if previous is None or previous.cached:
+            matches = await self._search_cached(collection, vectors, query.filter, max_distance, cursor, top_k + 1)
+        cached = matches is not None
+        if matches is None and collection.hnsw_indexed and len(vectors) == 1:
             matches = await self._search_ann(collection, vectors[0], query.filter, max_distance, cursor, top_k + 1)
-        else:
+        elif matches is None:
             matches = await self._search_exact(collection, vectors, query.filter, max_distance, cursor, top_k + 1)
         token = ""
         if len(matches) > top_k:
             last = matches[top_k - 1]
-            token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode()
+            token = PageToken(Cursor(last.distance, last.photo_key), bound_to, cached).encode()
         return SearchResult(matches=matches[:top_k], next_page_token=token, query_faces=query_faces)
 
     async def _vectors(
@@ -189,6 +209,29 @@ class SearchEngine:
             mean = np.mean([q.face.embedding for q in chosen], axis=0)
             return [validation.embedding(mean, self.embedding_dim)], chosen, ""
         raise InvalidArgument("a search needs a query: image, images, embedding or face_id")
+
+    async def _search_cached(
+        self,
+        collection: Collection,
+        vectors: list[np.ndarray],
+        search_filter: SearchFilter,
+        max_distance: float | None,
+        cursor: Cursor | None,
+        want: int,
+    ) -> list[PhotoMatch] | None:
+        """Exact search in this replica's memory, or None (go to PostgreSQL) when the cache does
+        not hold the collection at the version this call read, or when filters apply (they are
+        on photo rows the cache does not hold). Only the page's boxes and photos are then read."""
+        if self._cache is None or _filtered(search_filter):
+            return None
+        entry = self._cache.get(collection, self.embedding_dim)
+        if entry is None:
+            return None
+        hits = await asyncio.to_thread(entry.search, vectors, max_distance, cursor, want)
+        details = await self._repo.face_details(collection.id, [hit.face_id for hit in hits])
+        if len(details) < len(hits):
+            return None  # a face was deleted since this call read the version: answer from PostgreSQL
+        return [_match({**details[hit.face_id], "distance": hit.distance, "photo_key": hit.photo_key}) for hit in hits]
 
     async def _search_exact(
         self,
@@ -238,6 +281,10 @@ class SearchEngine:
         if len(grouped) < want and not beyond_threshold:
             return await self._repo.search_exact(collection.id, [vector], search_filter, max_distance, cursor, want)
         return [_match(row) for row in grouped[:want]]
+
+
+def _filtered(search_filter: SearchFilter) -> bool:
+    return bool(search_filter.metadata or search_filter.start_time or search_filter.end_time or search_filter.photo_ids)
 
 
 def _check_filter(search_filter: SearchFilter, max_metadata_bytes: int) -> None:

@@ -15,6 +15,7 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
+from search_service.descriptor_cache import DescriptorCache
 from search_service.embedded import EmbeddedPostgres, start_embedded_postgres_async
 from search_service.embedder_client import EmbedderClient
 from search_service.indexing import Indexer
@@ -41,6 +42,7 @@ class SearchApp:
     embedder: EmbedderClient
     indexer: Indexer
     metrics_port: int
+    descriptor_cache: DescriptorCache
     embedded_postgres: EmbeddedPostgres | None = None
 
     @property
@@ -50,6 +52,7 @@ class SearchApp:
     async def close(self) -> None:
         """Releases what the server used; call after the gRPC server stopped."""
         await self.indexer.close()
+        await self.descriptor_cache.close()
         await self.embedder.close()
         await self.database.close()
         if self.embedded_postgres is not None:
@@ -93,10 +96,11 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         raise
     repository = Repository(database)
     indexer = Indexer(repository, embedder, settings, dim)
+    cache = DescriptorCache(repository, settings.descriptor_cache.max_bytes)
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
-        SearchEngine(repository, embedder, settings, dim),
+        SearchEngine(repository, embedder, settings, dim, cache),
         PersonRegistry(repository, embedder, settings, dim),
         settings.default_tenant,
     )
@@ -109,7 +113,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     metrics_port = start_metrics_server(settings.metrics_port) if metrics else 0
     await server.set_serving()
     log.info("search service serving on port %d (metrics on %d)", port, metrics_port)
-    return SearchApp(settings, server, database, embedder, indexer, metrics_port, embedded)
+    return SearchApp(settings, server, database, embedder, indexer, metrics_port, cache, embedded)
 
 
 async def serve(settings: SearchSettings) -> None:
