@@ -43,7 +43,10 @@ async def test_a_postgresql_16_data_dir_is_upgraded_in_place(tmp_path: Path, emb
             await stub.CreateCollection(search_pb2.CreateCollectionRequest(name="before"))
             await index(
                 stub,
-                [search_pb2.IndexPhotosRequest(collection="before", external_id=p, image=event_photo(p)) for p in EVENT],
+                [
+                    search_pb2.IndexPhotosRequest(collection="before", external_id=p, image=event_photo(p))
+                    for p in EVENT
+                ],
             )
         before = await found(running.target, "before")
     await asyncio.to_thread(old.cleanup)
