@@ -50,6 +50,10 @@ class DescriptorCacheSettings(BaseModel):
     # Bound of all cached matrices together (float32, 2 KiB per face at 512-d); least recently
     # searched collections are evicted first, larger collections are never cached. 0 turns it off.
     max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    # BLAS threads of the process. One: a 10k-face product takes ~0.2 ms on one core, concurrent
+    # calls use the other cores, and on a busy machine multi-threaded BLAS waits for its threads
+    # (a 0.2 ms product took 6-10 ms at p50 with 2 threads on 2 loaded cores). 0 leaves BLAS as it is.
+    blas_threads: int = Field(default=1, ge=0)
 
 
 class SearchSettings(BaseSettings):

@@ -10,6 +10,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from search_service.domain import Collection
 from search_service.metrics import CACHE_BYTES, CACHE_COLLECTIONS, CACHE_LOOKUPS
@@ -146,6 +147,12 @@ class DescriptorCache:
         await asyncio.gather(*self._loads.values(), return_exceptions=True)
         self._entries.clear()
         self._bytes = 0
+
+
+def limit_blas_threads(threads: int) -> None:
+    """Process-wide BLAS thread count for the matrix products (0: leave it as it is)."""
+    if threads:
+        threadpool_limits(limits=threads, user_api="blas")
 
 
 def _build_entry(version: int, photo_keys: np.ndarray, face_ids: np.ndarray, matrix: np.ndarray) -> CollectionMatrix:

@@ -15,7 +15,7 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
-from search_service.descriptor_cache import DescriptorCache
+from search_service.descriptor_cache import DescriptorCache, limit_blas_threads
 from search_service.embedded import EmbeddedPostgres, start_embedded_postgres_async
 from search_service.embedder_client import EmbedderClient
 from search_service.indexing import Indexer
@@ -96,6 +96,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         raise
     repository = Repository(database)
     indexer = Indexer(repository, embedder, settings, dim)
+    limit_blas_threads(settings.descriptor_cache.blas_threads)
     cache = DescriptorCache(repository, settings.descriptor_cache.max_bytes)
     servicer = FaceSearchServicer(
         Catalog(repository),
