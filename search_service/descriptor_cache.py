@@ -1,6 +1,7 @@
-"""Per-replica descriptor cache: each hot collection's face embeddings held as one contiguous
-float32 matrix and searched exactly with BLAS, bounded in bytes (LRU). An entry answers only a call
-that read the same `faces_version` of its collection, so a replica never answers from stale data."""
+"""Per-replica descriptor cache: each hot collection's photo faces (for Search) or person templates
+(for Identify) held as one contiguous float32 matrix and searched exactly with BLAS, bounded in
+bytes (LRU). An entry answers only a call that read the same `faces_version` of its collection, so
+a replica never answers from stale data."""
 
 from __future__ import annotations
 
@@ -19,10 +20,13 @@ from search_service.sql import Cursor
 
 log = logging.getLogger(__name__)
 
+# (collection id, templates): a collection's photo faces and its persons' templates are two entries.
+CacheKey = tuple[int, bool]
+
 
 @dataclass(frozen=True)
 class FaceHit:
-    """A photo's best face for a query: the photo's key, the face's id, the cosine distance."""
+    """A photo's (or person's) best face for a query: its key, the face's id, the cosine distance."""
 
     photo_key: int
     face_id: int
@@ -30,8 +34,8 @@ class FaceHit:
 
 
 class CollectionMatrix:
-    """One collection's photo faces at one `faces_version`, rows sorted by (photo, face id) and
-    L2-normalised, so a matrix-vector product gives every cosine similarity at once."""
+    """One collection's photo faces (or templates) at one `faces_version`, rows sorted by (photo or
+    person, face id) and L2-normalised, so a matrix-vector product gives every cosine similarity."""
 
     def __init__(self, version: int, photo_keys: np.ndarray, face_ids: np.ndarray, matrix: np.ndarray) -> None:
         self.version = version
@@ -86,58 +90,60 @@ class DescriptorCache:
     def __init__(self, repository: Repository, max_bytes: int) -> None:
         self._repo = repository
         self.max_bytes = max_bytes
-        self._entries: OrderedDict[int, CollectionMatrix] = OrderedDict()
-        self._loads: dict[int, asyncio.Task[None]] = {}
+        self._entries: OrderedDict[CacheKey, CollectionMatrix] = OrderedDict()
+        self._loads: dict[CacheKey, asyncio.Task[None]] = {}
         self._bytes = 0
         CACHE_BYTES.set_function(lambda: self._bytes)
         CACHE_COLLECTIONS.set_function(lambda: len(self._entries))
 
-    def get(self, collection: Collection, embedding_dim: int) -> CollectionMatrix | None:
-        """The collection's matrix at exactly `collection.faces_version`, or None."""
-        entry = self._entries.get(collection.id)
+    def get(self, collection: Collection, embedding_dim: int, templates: bool = False) -> CollectionMatrix | None:
+        """The collection's photo faces (or `templates`) at exactly `collection.faces_version`, or None."""
+        key = (collection.id, templates)
+        entry = self._entries.get(key)
         if entry is not None and entry.version == collection.faces_version:
-            self._entries.move_to_end(collection.id)
+            self._entries.move_to_end(key)
             CACHE_LOOKUPS.labels("hit").inc()
             return entry
         CACHE_LOOKUPS.labels("miss" if entry is None else "stale").inc()
         if entry is not None and entry.version < collection.faces_version:
-            self._drop(collection.id)
-        # The counter includes templates: a slight over-estimate, fine for this bound.
+            self._drop(key)
+        # The counter counts photo faces and templates together: an over-estimate, fine for a bound.
         if collection.face_count * embedding_dim * 4 <= self.max_bytes:
-            self._start_load(collection.id)
+            self._start_load(key)
         return None
 
-    def _start_load(self, collection_id: int) -> None:
-        if collection_id in self._loads:
-            return  # one load per collection at a time; a later miss starts the next
-        task = asyncio.create_task(self._load(collection_id))
-        self._loads[collection_id] = task
-        task.add_done_callback(lambda t: self._load_done(collection_id, t))
+    def _start_load(self, key: CacheKey) -> None:
+        if key in self._loads:
+            return  # one load per entry at a time; a later miss starts the next
+        task = asyncio.create_task(self._load(key))
+        self._loads[key] = task
+        task.add_done_callback(lambda t: self._load_done(key, t))
 
-    def _load_done(self, collection_id: int, task: asyncio.Task[None]) -> None:
-        self._loads.pop(collection_id, None)
+    def _load_done(self, key: CacheKey, task: asyncio.Task[None]) -> None:
+        self._loads.pop(key, None)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("loading collection %d into the descriptor cache failed: %r", collection_id, task.exception())
+            log.warning("loading %s into the descriptor cache failed: %r", key, task.exception())
 
-    async def _load(self, collection_id: int) -> None:
-        loaded = await self._repo.load_descriptors(collection_id)
+    async def _load(self, key: CacheKey) -> None:
+        collection_id, templates = key
+        loaded = await self._repo.load_descriptors(collection_id, templates)
         if loaded is None:
             return  # the collection is gone
         version, photo_keys, face_ids, matrix = loaded
         entry = await asyncio.to_thread(_build_entry, version, photo_keys, face_ids, matrix)
         if entry.nbytes > self.max_bytes:
             return
-        current = self._entries.get(collection_id)
+        current = self._entries.get(key)
         if current is not None and current.version >= entry.version:
             return  # a newer (or the same) snapshot got here first
-        self._drop(collection_id)
-        self._entries[collection_id] = entry
+        self._drop(key)
+        self._entries[key] = entry
         self._bytes += entry.nbytes
         while self._bytes > self.max_bytes:
             self._drop(next(iter(self._entries)))
 
-    def _drop(self, collection_id: int) -> None:
-        entry = self._entries.pop(collection_id, None)
+    def _drop(self, key: CacheKey) -> None:
+        entry = self._entries.pop(key, None)
         if entry is not None:
             self._bytes -= entry.nbytes
 

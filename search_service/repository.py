@@ -426,23 +426,27 @@ class Repository:
         with _database_call("search_ann"):
             return await fetch_pinned(self.pool, ann_plan(ef_search, iterative_scan), query, *args)
 
-    async def load_descriptors(self, collection_id: int) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
-        """The collection's `faces_version` and its photo faces as of that version (one snapshot):
-        (version, photo keys, face ids, float32 matrix), rows in (photo, face id) order. None when
-        the collection is gone. Vectors come as one bytea of pgvector's binary format (dim, unused,
-        big-endian float32s per row), so a 100k-face matrix is one buffer, not 100k objects."""
+    async def load_descriptors(
+        self, collection_id: int, templates: bool = False
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The collection's `faces_version` and its photo faces (or, with `templates`, its persons'
+        template faces) as of that version (one snapshot): (version, photo or person keys, face
+        ids, float32 matrix), rows in (key, face id) order. None when the collection is gone.
+        Vectors come as one bytea of pgvector's binary format (dim, unused, big-endian float32s per
+        row), so a 100k-face matrix is one buffer, not 100k objects."""
+        key = "person_id" if templates else "photo_id"
         with _database_call("load_descriptors"):
             async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
                 version = await conn.fetchval("SELECT faces_version FROM collections WHERE id = $1", collection_id)
                 if version is None:
                     return None
                 row = await conn.fetchrow(
-                    """
-                    SELECT coalesce(array_agg(photo_id ORDER BY photo_id, id), '{}') AS photo_keys,
-                           coalesce(array_agg(id ORDER BY photo_id, id), '{}') AS face_ids,
-                           coalesce(string_agg(vector_send(embedding), ''::bytea ORDER BY photo_id, id), '') AS vectors,
+                    f"""
+                    SELECT coalesce(array_agg({key} ORDER BY {key}, id), '{{}}') AS keys,
+                           coalesce(array_agg(id ORDER BY {key}, id), '{{}}') AS face_ids,
+                           coalesce(string_agg(vector_send(embedding), ''::bytea ORDER BY {key}, id), '') AS vectors,
                            max(vector_dims(embedding)) AS dim
-                    FROM faces WHERE collection_id = $1 AND photo_id IS NOT NULL
+                    FROM faces WHERE collection_id = $1 AND {key} IS NOT NULL
                     """,
                     collection_id,
                 )
@@ -453,7 +457,7 @@ class Repository:
         matrix = np.ascontiguousarray(raw[:, 1:], dtype=np.float32)
         return (
             version,
-            np.asarray(row["photo_keys"], dtype=np.int64),
+            np.asarray(row["keys"], dtype=np.int64),
             np.asarray(row["face_ids"], dtype=np.int64),
             matrix,
         )
@@ -555,6 +559,14 @@ class Repository:
                 limit,
             )
         return [PersonMatch(person=_person(row), similarity=1.0 - row["distance"]) for row in rows]
+
+    async def persons_by_id(self, collection_id: int, person_ids: list[int]) -> dict[int, Person]:
+        """Persons of a page of identify results found in memory; persons deleted since are missing."""
+        with _database_call("persons_by_id"):
+            rows = await self.pool.fetch(
+                "SELECT * FROM persons WHERE collection_id = $1 AND id = ANY($2::bigint[])", collection_id, person_ids
+            )
+        return {row["id"]: _person(row) for row in rows}
 
     async def verify(self, collection_id: int, external_id: str, vector: np.ndarray) -> tuple[Person, float | None]:
         """The person and the query's similarity to their template (None without a template)."""

@@ -102,7 +102,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         Catalog(repository),
         indexer,
         SearchEngine(repository, embedder, settings, dim, cache),
-        PersonRegistry(repository, embedder, settings, dim),
+        PersonRegistry(repository, embedder, settings, dim, cache),
         settings.default_tenant,
     )
     server = GrpcServer(

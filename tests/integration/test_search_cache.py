@@ -148,3 +148,42 @@ async def test_a_write_on_one_replica_is_seen_by_the_other_cache(replica_a: Runn
                 break
             query.page_token = reply.next_page_token
         assert sorted(seen) == sorted([*(p for p in EVENT if p != "p2"), "p9"])
+
+
+async def identify(stub, name: str, identity: int) -> list[tuple[str, float]]:
+    reply = await stub.IdentifyPerson(
+        search_pb2.IdentifyPersonRequest(
+            collection=name, face=search_pb2.FaceQuery(image=selfie(identity)), top_k=3, threshold=0.5
+        )
+    )
+    return [(c.person.external_id, c.similarity) for c in reply.candidates]
+
+
+async def test_identify_from_the_cache_sees_enrolments_and_deletes_of_another_replica(
+    replica_a: RunningSearch, replica_b
+) -> None:
+    _, target_b, metrics_b = replica_b
+    async with grpc.aio.insecure_channel(replica_a.target) as ch_a, grpc.aio.insecure_channel(target_b) as ch_b:
+        a, b = search_pb2_grpc.FaceSearchServiceStub(ch_a), search_pb2_grpc.FaceSearchServiceStub(ch_b)
+        name = "shared-registry"
+        await a.CreateCollection(search_pb2.CreateCollectionRequest(name=name))
+        for identity in (7, 8, 9):
+            await a.EnrollPerson(
+                search_pb2.EnrollPersonRequest(collection=name, external_id=f"id{identity}", images=[selfie(identity)])
+            )
+        cold = await identify(b, name, 8)
+        assert [p for p, _ in cold] == ["id8"]
+        deadline = time.monotonic() + 30
+        while True:  # until B answers from its cache
+            before = (await asyncio.to_thread(cache_lookups, metrics_b)).get("hit", 0.0)
+            warm = await identify(b, name, 8)
+            if (await asyncio.to_thread(cache_lookups, metrics_b)).get("hit", 0.0) > before:
+                break
+            assert time.monotonic() < deadline, "the replica's cache never answered"
+            await asyncio.sleep(0.1)
+        assert [p for p, _ in warm] == ["id8"] and abs(warm[0][1] - cold[0][1]) < 1e-5
+        # Deleted through A: B's next identify no longer finds the person; enrolled again: found.
+        await a.DeletePerson(search_pb2.DeletePersonRequest(collection=name, external_id="id8"))
+        assert await identify(b, name, 8) == []
+        await a.EnrollPerson(search_pb2.EnrollPersonRequest(collection=name, external_id="again", images=[selfie(8)]))
+        assert [p for p, _ in await identify(b, name, 8)] == ["again"]
