@@ -46,7 +46,7 @@ from search_service.config import DatabaseSettings, SearchSettings
 from search_service.db import open_database
 from search_service.descriptor_cache import CollectionMatrix, limit_blas_threads
 from search_service.domain import Box, DetectedFace, FaceQuality, PhotoWrite, SearchFilter
-from search_service.repository import EXACT_PLAN, Repository, fetch_pinned, pin_plan
+from search_service.repository import EXACT_PLAN, FACE_COLUMNS, Repository, ann_plan, fetch_pinned, pin_plan
 
 DIM = 512
 TENANT = "bench"
@@ -519,6 +519,135 @@ def print_filtered_hnsw(rows: list[FilterRow], args: argparse.Namespace) -> None
         print(f"  {row.name:22s} {row.latency.p50_ms:8.2f} {row.latency.p99_ms:8.2f}  {row.recall:9.4f}  {row.short}")
 
 
+@dataclass
+class IdentifyRow:
+    name: str
+    latency: Latency
+    right_person: float
+    equal_to_exact: float
+    note: str = ""
+
+
+async def identify_registry(
+    repo: Repository, rng: np.random.Generator, targets: dict[str, str], persons: int, n_queries: int
+) -> list[IdentifyRow]:
+    """Identify 1:N over a registry of `persons` templates (template = the person's centre + noise,
+    query = a new face of the person, as ArcFace photos of one person relate): through gRPC with the
+    cache (new path) and without (exact SQL), then a templates HNSW index at several ef_search
+    values. Templates are written with one COPY (the registry's own enrolment path is per person)."""
+    started = time.perf_counter()
+    collection = await repo.create_collection(TENANT, "registry", "")
+    centres = unit_rows(rng, persons)
+    templates = centres + rng.uniform(0.5, 1.0, (persons, 1)).astype(np.float32) * unit_rows(rng, persons)
+    templates /= np.linalg.norm(templates, axis=1, keepdims=True)
+    async with repo.pool.acquire() as conn, conn.transaction():
+        ids = await conn.fetch(
+            "INSERT INTO persons (collection_id, external_id) SELECT $1, 'person' || g "
+            "FROM generate_series(0, $2 - 1) g ORDER BY g RETURNING id",
+            collection.id,
+            persons,
+        )
+        person_ids = [row["id"] for row in ids]
+        await conn.copy_records_to_table(
+            "faces",
+            records=[
+                (collection.id, None, pid, [0.0, 0.0, 1.0, 1.0], None, 0.9, 0, 100, 0, 0, 0, 0.9, templates[i])
+                for i, pid in enumerate(person_ids)
+            ],
+            columns=FACE_COLUMNS,
+        )
+        await conn.execute(
+            "UPDATE persons p SET best_face_id = f.id, template_quality = 0.9 FROM faces f "
+            "WHERE p.collection_id = $1 AND f.collection_id = $1 AND f.person_id = p.id",
+            collection.id,
+        )
+    await repo.pool.execute("VACUUM ANALYZE faces")
+    print(f"registry: {persons} persons written in {time.perf_counter() - started:.1f} s")
+    truth = rng.integers(0, persons, n_queries)
+    queries = centres[truth] + rng.uniform(0.5, 1.0, (n_queries, 1)).astype(np.float32) * unit_rows(rng, n_queries)
+    queries = (queries / np.linalg.norm(queries, axis=1, keepdims=True)).astype(np.float32)
+    exact = np.argmax(queries @ templates.T, axis=1)
+    rows: list[IdentifyRow] = []
+    for name, target in targets.items():
+        got: dict[int, int] = {}
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = search_pb2_grpc.FaceSearchServiceStub(channel)
+
+            async def call(i: int, stub=stub, got=got) -> None:
+                reply = await stub.IdentifyPerson(
+                    search_pb2.IdentifyPersonRequest(
+                        collection="registry",
+                        face=search_pb2.FaceQuery(embedding=search_pb2.EmbeddingQuery(values=queries[i].tolist())),
+                        top_k=1,
+                        threshold=-1.0,
+                    ),
+                    metadata=(("x-tenant-id", TENANT),),
+                    timeout=60,
+                )
+                got[i] = int(reply.candidates[0].person.external_id.removeprefix("person"))
+
+            for i in range(5):
+                await call(i)
+            await asyncio.sleep(2)  # the cache loads the templates in the background
+            for i in range(5):
+                await call(i)
+            latency = await run_concurrent(call, n_queries, 1)
+        rows.append(
+            IdentifyRow(
+                name,
+                latency,
+                float(np.mean([got[i] == truth[i] for i in got])),
+                float(np.mean([got[i] == exact[i] for i in got])),
+            )
+        )
+    started = time.perf_counter()
+    await repo.pool.execute(
+        "CREATE INDEX bench_templates_hnsw ON faces USING hnsw (embedding vector_cosine_ops) "
+        "WITH (m = 16, ef_construction = 64) WHERE person_id IS NOT NULL",
+        timeout=6 * 3600,
+    )
+    build_s = time.perf_counter() - started
+    ann_sql = (
+        "SELECT f.person_id FROM faces f WHERE f.collection_id = $1 AND f.person_id IS NOT NULL "
+        "ORDER BY f.embedding <=> $2 LIMIT 1"
+    )
+    index_of = {pid: i for i, pid in enumerate(person_ids)}
+    for ef in (40, 100, 400, 1000):
+        times: list[float] = []
+        found: list[int] = []
+        plan = ann_plan(ef, repo.pgvector.has_iterative_scan)
+        for i in range(n_queries):
+            began = time.perf_counter()
+            result = await fetch_pinned(repo.pool, plan, ann_sql, collection.id, queries[i])
+            times.append(time.perf_counter() - began)
+            found.append(index_of[result[0]["person_id"]])
+        rows.append(
+            IdentifyRow(
+                f"templates HNSW index (m 16, ef_construction 64), ef_search {ef}, SQL alone",
+                timed(times),
+                float(np.mean(np.array(found) == truth)),
+                float(np.mean(np.array(found) == exact)),
+                f"index built in {build_s:.0f} s" if ef == 40 else "",
+            )
+        )
+    await repo.pool.execute("DROP INDEX bench_templates_hnsw")
+    return rows
+
+
+def print_identify(rows: list[IdentifyRow], persons: int) -> None:
+    print()
+    print(f"identify 1:N over {persons} person templates, top-1, concurrency 1:")
+    print(f"  {'path':78s} {'p50 ms':>8s} {'p99 ms':>8s}  {'right person':>12s}  {'= exact':>7s}  notes")
+    for row in rows:
+        print(
+            f"  {row.name:78s} {row.latency.p50_ms:8.2f} {row.latency.p99_ms:8.2f}  {row.right_person:12.4f}  "
+            f"{row.equal_to_exact:7.4f}  {row.note}"
+        )
+    print(
+        "  (right person: the query's own person ranked first; = exact: same first person as numpy over all templates)"
+    )
+
+
 async def bench(args: argparse.Namespace) -> None:
     rng = np.random.default_rng(args.seed)
     workdir = Path(tempfile.mkdtemp(prefix="bench_search_"))
@@ -694,6 +823,16 @@ async def bench(args: argparse.Namespace) -> None:
             repo, f"127.0.0.1:{sql_port}", session, session_row.id, queries, ours_c1, recall, cached_share, naive_c1
         )
         filtered = await filtered_hnsw(f"127.0.0.1:{sql_port}", large, large_queries, args.filter_queries)
+        identify = await identify_registry(
+            repo,
+            rng,
+            {
+                "new path: gRPC IdentifyPerson, descriptor cache (exact)": f"127.0.0.1:{port}",
+                "previous path: gRPC IdentifyPerson, exact SQL scan (cache off)": f"127.0.0.1:{sql_port}",
+            },
+            args.registry_persons,
+            args.filter_queries,
+        )
         levers = await locality_levers(repo, session, session_row.id, queries)
         plan = await database.pool.fetch(
             "EXPLAIN SELECT f.id FROM faces f WHERE f.collection_id = $1 AND f.photo_id IS NOT NULL "
@@ -734,6 +873,7 @@ async def bench(args: argparse.Namespace) -> None:
         )
         print_session_paths(paths, levers, args)
         print_filtered_hnsw(filtered, args)
+        print_identify(identify, args.registry_persons)
         print()
         print(f"load average at the end: {os.getloadavg()[0]:.2f}")
         print(
@@ -774,7 +914,8 @@ def main() -> None:
     parser.add_argument(
         "--interleave-photos", type=int, default=8, help="photos per transaction of the interleaved load"
     )
-    parser.add_argument("--filter-queries", type=int, default=100, help="queries per filter of the HNSW section")
+    parser.add_argument("--filter-queries", type=int, default=100, help="queries per filter/identify measurement")
+    parser.add_argument("--registry-persons", type=int, default=100_000, help="templates of the identify section")
     parser.add_argument("--ingest-rounds", type=int, default=3, help="alternating ingest rounds, ours and naive")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--ef-search", type=int, default=SearchSettings().thresholds.hnsw_ef_search)
