@@ -412,6 +412,12 @@ class Repository:
         with _database_call("search_exact_candidates"):
             return await fetch_pinned(self.pool, EXACT_PLAN, query, *args)
 
+    async def filtered_photo_count(self, collection_id: int, search_filter: SearchFilter, bound: int) -> int:
+        """Photos of the collection that pass the filter, counted up to `bound`."""
+        query, args = sql.filtered_photo_count(collection_id, search_filter, bound)
+        with _database_call("filtered_photo_count"):
+            return await self.pool.fetchval(query, *args)
+
     async def ann_candidates(
         self,
         collection_id: int,

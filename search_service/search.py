@@ -264,8 +264,13 @@ class SearchEngine:
     ) -> list[PhotoMatch]:
         """HNSW search over-fetching faces (several per photo, filters applied after the index),
         falling back to the exact scan whenever the candidates cannot prove they hold `want`
-        photos: pgvector < 0.8 has no iterative scan and would silently return fewer."""
+        photos: pgvector < 0.8 has no iterative scan and would silently return fewer. A filter
+        that lets few photos through goes to the exact scan of those photos straight away."""
         thresholds = self._settings.thresholds
+        if _filtered(search_filter):
+            bound = thresholds.filtered_exact_max_photos
+            if await self._repo.filtered_photo_count(collection.id, search_filter, bound + 1) <= bound:
+                return await self._search_exact(collection, [vector], search_filter, max_distance, cursor, want)
         limit = min(max(4 * want, 40), MAX_EF_SEARCH)
         ef_search = min(max(thresholds.hnsw_ef_search, limit), MAX_EF_SEARCH)
         rows = await self._repo.ann_candidates(
