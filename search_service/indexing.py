@@ -350,7 +350,7 @@ class Indexer:
         thresholds = self._settings.thresholds
         if collection_id in self._index_builds:
             return
-        if await self._repo.count_photo_faces(collection_id) <= thresholds.hnsw_min_faces:
+        if await self._repo.count_faces(collection_id) <= thresholds.hnsw_min_faces:
             return
         log.info("collection %d passed %d faces: building its HNSW index", collection_id, thresholds.hnsw_min_faces)
         task = asyncio.create_task(

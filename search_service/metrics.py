@@ -1,5 +1,5 @@
 """Prometheus metrics of the search service beyond the shared per-RPC ones: database query
-latency, connection-pool use and embedder call latency."""
+latency, connection-pool use, embedder call latency and the descriptor cache."""
 
 from __future__ import annotations
 
@@ -33,6 +33,16 @@ INDEX_WRITE_PHOTOS = Histogram(
     "facesearch_search_index_write_photos",
     "Photos written per IndexPhotos transaction (ready photos are grouped).",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
+CACHE_LOOKUPS = Counter(
+    "facesearch_search_descriptor_cache_lookups_total",
+    "Searches that asked this replica's descriptor cache, by result: hit (answered from memory), "
+    "miss (not cached) or stale (cached at an older faces version); misses and stale ones go to PostgreSQL.",
+    ["result"],
+)
+CACHE_BYTES = Gauge("facesearch_search_descriptor_cache_bytes", "Bytes held by this replica's descriptor cache.")
+CACHE_COLLECTIONS = Gauge(
+    "facesearch_search_descriptor_cache_collections", "Collections held by this replica's descriptor cache."
 )
 
 

@@ -125,6 +125,75 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX photos_taken_idx ON photos (collection_id, taken_at DESC, id DESC)",
         ),
     ),
+    Migration(
+        3,
+        "collection counters and faces version kept by triggers; face rows stay inline",
+        (
+            # GetCollection/ListCollections read these instead of counting rows. `faces_version`
+            # changes in the same transaction as every change of the collection's faces, so a
+            # replica's descriptor cache (search_service/descriptor_cache.py) knows when it is stale.
+            """
+            ALTER TABLE collections
+                ADD COLUMN photo_count bigint NOT NULL DEFAULT 0,
+                ADD COLUMN face_count bigint NOT NULL DEFAULT 0,
+                ADD COLUMN person_count bigint NOT NULL DEFAULT 0,
+                ADD COLUMN faces_version bigint NOT NULL DEFAULT 0
+            """,
+            """
+            UPDATE collections c SET
+                photo_count = (SELECT count(*) FROM photos WHERE collection_id = c.id),
+                face_count = (SELECT count(*) FROM faces WHERE collection_id = c.id),
+                person_count = (SELECT count(*) FROM persons WHERE collection_id = c.id)
+            """,
+            # Statement-level triggers with transition tables: one UPDATE of the collection row per
+            # statement (a COPY of a thousand faces included), whichever code path writes, cascades
+            # included. Only the branch of TG_OP runs, so each statement names only its own table.
+            *(
+                f"""
+                CREATE FUNCTION {table}_maintain_collection() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN
+                    IF TG_OP = 'INSERT' THEN
+                        UPDATE collections c SET {counter} = c.{counter} + d.n{bump}
+                        FROM (SELECT collection_id, count(*) AS n FROM new_rows GROUP BY collection_id) d
+                        WHERE c.id = d.collection_id;
+                    ELSIF TG_OP = 'DELETE' THEN
+                        UPDATE collections c SET {counter} = c.{counter} - d.n{bump}
+                        FROM (SELECT collection_id, count(*) AS n FROM old_rows GROUP BY collection_id) d
+                        WHERE c.id = d.collection_id;
+                    ELSE
+                        UPDATE collections c SET {counter} = c.{counter}{bump}
+                        FROM (SELECT DISTINCT collection_id FROM new_rows) d WHERE c.id = d.collection_id;
+                    END IF;
+                    RETURN NULL;
+                END $$
+                """
+                for table, counter, bump in (
+                    ("faces", "face_count", ", faces_version = c.faces_version + 1"),
+                    ("photos", "photo_count", ""),
+                    ("persons", "person_count", ""),
+                )
+            ),
+            *(
+                f"""
+                CREATE TRIGGER {table}_{op.lower()}_maintain_collection AFTER {op} ON {table}
+                REFERENCING {"NEW TABLE AS new_rows" if op != "DELETE" else "OLD TABLE AS old_rows"}
+                FOR EACH STATEMENT EXECUTE FUNCTION {table}_maintain_collection()
+                """
+                for table in ("faces", "photos", "persons")
+                for op in ("INSERT", "DELETE")
+            ),
+            # Faces are replaced, not updated, today; a future UPDATE still moves the version.
+            """
+            CREATE TRIGGER faces_update_maintain_collection AFTER UPDATE ON faces
+            REFERENCING NEW TABLE AS new_rows
+            FOR EACH STATEMENT EXECUTE FUNCTION faces_maintain_collection()
+            """,
+            # A face row is ~2.2 kB, over the 2,032-byte TOAST threshold: with `box` and `landmarks`
+            # EXTENDED the toaster moved them out of line (a TOAST write per face, a detoast per
+            # read). PLAIN keeps the whole row in its heap page (8 kB), as `embedding` already is.
+            "ALTER TABLE faces ALTER COLUMN box SET STORAGE PLAIN, ALTER COLUMN landmarks SET STORAGE PLAIN",
+        ),
+    ),
 )
 
 

@@ -12,7 +12,9 @@ import numpy as np
 from facesearch.errors import FaceSearchError, InvalidArgument
 from search_service import paging, validation
 from search_service.config import SearchSettings
+from search_service.descriptor_cache import DescriptorCache
 from search_service.domain import (
+    Collection,
     DetectedFace,
     EnrollImageResult,
     EnrollResult,
@@ -20,6 +22,7 @@ from search_service.domain import (
     IdentifyResult,
     JsonObject,
     Person,
+    PersonMatch,
     PersonPage,
     QueryFace,
     VerifyResult,
@@ -44,12 +47,14 @@ class PersonRegistry:
         settings: SearchSettings,
         embedding_dim: int,
         management: ManagementRepository,
+        cache: DescriptorCache | None = None,
     ) -> None:
         self._repo = repository
         self._management = management
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
+        self._cache = cache
 
     async def _image_face(self, image: bytes, index: int) -> tuple[DetectedFace | None, str]:
         return await image_face(self._embedder, image, index)
@@ -99,8 +104,27 @@ class PersonRegistry:
         vector, query_face, reason = await self._query_vector(source)
         if vector is None:
             return IdentifyResult(candidates=[], threshold=applied, query_face=None, no_face_reason=reason)
-        candidates = await self._repo.identify(found.id, vector, 1.0 - applied, limit)
+        candidates = await self._identify_cached(found, vector, 1.0 - applied, limit)
+        if candidates is None:
+            candidates = await self._repo.identify(found.id, vector, 1.0 - applied, limit)
         return IdentifyResult(candidates=candidates, threshold=applied, query_face=query_face)
+
+    async def _identify_cached(
+        self, collection: Collection, vector: np.ndarray, max_distance: float, limit: int
+    ) -> list[PersonMatch] | None:
+        """Exact 1:N over the templates in this replica's memory; None (ask PostgreSQL) when the
+        cache does not hold them at the version this call read."""
+        if self._cache is None:
+            return None
+        entry = self._cache.get(collection, self.embedding_dim, templates=True)
+        if entry is None:
+            return None
+        hits = await asyncio.to_thread(entry.search, [vector], max_distance, None, limit)
+        persons = await self._repo.persons_by_id(collection.id, [hit.photo_key for hit in hits])
+        if len(persons) < len(hits):
+            return None  # a person was deleted since this call read the version
+        # Ties in similarity go to the lower person id, as the SQL's ORDER BY does.
+        return [PersonMatch(person=persons[hit.photo_key], similarity=1.0 - hit.distance) for hit in hits]
 
     async def verify(
         self, tenant: str, collection: str, person_id: str, source: FaceSource, threshold: float | None

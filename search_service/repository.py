@@ -70,16 +70,18 @@ def _face_record(collection_id: int, photo_id: int | None, person_id: int | None
     )
 
 
-def _collection(row: asyncpg.Record, counts: asyncpg.Record | None = None) -> Collection:
+def _collection(row: asyncpg.Record) -> Collection:
+    """A collection with its counters (kept by triggers in the write's own transaction)."""
     return Collection(
         id=row["id"],
         name=row["name"],
         display_name=row["display_name"],
         created_at=row["created_at"],
         hnsw_indexed=row["hnsw_indexed"],
-        photo_count=counts["photos"] if counts else 0,
-        face_count=counts["faces"] if counts else 0,
-        person_count=counts["persons"] if counts else 0,
+        photo_count=row["photo_count"],
+        face_count=row["face_count"],
+        person_count=row["person_count"],
+        faces_version=row["faces_version"],
     )
 
 
@@ -123,19 +125,51 @@ async def _store_thumbnails(
         )
 
 
-_COUNTS_SQL = """
-    SELECT (SELECT count(*) FROM photos WHERE collection_id = $1) AS photos,
-           (SELECT count(*) FROM faces WHERE collection_id = $1) AS faces,
-           (SELECT count(*) FROM persons WHERE collection_id = $1) AS persons
-"""
-
-
 # Errors that mean "the database cannot be reached", not "the query is wrong".
 _UNREACHABLE = (
     OSError,
     asyncpg.PostgresConnectionError,
     asyncpg.OperatorInterventionError,  # admin shutdown, cannot connect now
 )
+
+
+# Every query that promises exact results runs with this plan setting in its own transaction: HNSW
+# serves only plain index scans, so with those off no HNSW index can answer it (PostgreSQL 18 did
+# pick a collection's or the templates' index for the "exact" SQL once one existed). B-tree indexes
+# on collection_id still serve it through bitmap scans.
+EXACT_PLAN: dict[str, str] = {"enable_indexscan": "off"}
+
+
+def ann_plan(ef_search: int, iterative_scan: bool) -> dict[str, str]:
+    """Plan settings of an approximate query: the HNSW index with an explicit candidate list.
+    Custom plans let the planner see the collection id (so its partial index matches); the other
+    access paths are disabled so small or freshly built indexes are not passed over."""
+    plan = {
+        "hnsw.ef_search": str(ef_search),
+        "plan_cache_mode": "force_custom_plan",
+        "enable_seqscan": "off",
+        "enable_bitmapscan": "off",
+        "enable_sort": "off",
+    }
+    if iterative_scan:
+        # pgvector >= 0.8: keep scanning the graph until the filter lets `limit` rows through.
+        plan["hnsw.iterative_scan"] = "strict_order"
+    return plan
+
+
+async def pin_plan(conn: asyncpg.Connection, plan: dict[str, str]) -> None:
+    """Applies `plan` to the current transaction only (set_config(..., true) ends at COMMIT)."""
+    names = list(plan)
+    calls = ", ".join(f"set_config(${2 * i + 1}, ${2 * i + 2}, true)" for i in range(len(names)))
+    args = [value for name in names for value in (name, plan[name])]
+    await conn.execute(f"SELECT {calls}", *args)
+
+
+async def fetch_pinned(pool: asyncpg.Pool, plan: dict[str, str], query: str, *args: object) -> list[asyncpg.Record]:
+    """Runs `query` in a transaction of its own with `plan` pinned."""
+    async with pool.acquire() as conn, conn.transaction():
+        await pin_plan(conn, plan)
+        return await conn.fetch(query, *args)
 
 
 @contextmanager
@@ -176,30 +210,23 @@ class Repository:
         return _collection(row)
 
     async def get_collection(self, tenant: str, name: str, with_counts: bool = False) -> Collection:
-        """The tenant's collection; NOT_FOUND for a missing one or another tenant's."""
+        """The tenant's collection with its counters (`with_counts` is kept for callers: the
+        counters come with the row); NOT_FOUND for a missing one or another tenant's."""
         with _database_call("get_collection"):
-            async with self.pool.acquire() as conn:
-                row = await conn.fetchrow("SELECT * FROM collections WHERE tenant = $1 AND name = $2", tenant, name)
-                if row is None:
-                    raise NotFound(f"collection {name!r} not found")
-                counts = await conn.fetchrow(_COUNTS_SQL, row["id"]) if with_counts else None
-        return _collection(row, counts)
+            row = await self.pool.fetchrow("SELECT * FROM collections WHERE tenant = $1 AND name = $2", tenant, name)
+        if row is None:
+            raise NotFound(f"collection {name!r} not found")
+        return _collection(row)
 
     async def list_collections(self, tenant: str, after_name: str, limit: int) -> list[Collection]:
         with _database_call("list_collections"):
             rows = await self.pool.fetch(
-                """
-                SELECT c.*,
-                       (SELECT count(*) FROM photos WHERE collection_id = c.id) AS photos,
-                       (SELECT count(*) FROM faces WHERE collection_id = c.id) AS faces,
-                       (SELECT count(*) FROM persons WHERE collection_id = c.id) AS persons
-                FROM collections c WHERE c.tenant = $1 AND c.name > $2 ORDER BY c.name LIMIT $3
-                """,
+                "SELECT * FROM collections WHERE tenant = $1 AND name > $2 ORDER BY name LIMIT $3",
                 tenant,
                 after_name,
                 limit,
             )
-        return [_collection(row, row) for row in rows]
+        return [_collection(row) for row in rows]
 
     async def delete_collection(self, tenant: str, name: str) -> tuple[int, int, int]:
         """Deletes the collection and (by cascade) everything in it; returns (photos, faces, persons)."""
@@ -207,24 +234,20 @@ class Repository:
             async with self.pool.acquire() as conn:
                 async with conn.transaction():
                     row = await conn.fetchrow(
-                        "SELECT id, hnsw_indexed FROM collections WHERE tenant = $1 AND name = $2 FOR UPDATE",
-                        tenant,
-                        name,
+                        "SELECT * FROM collections WHERE tenant = $1 AND name = $2 FOR UPDATE", tenant, name
                     )
                     if row is None:
                         raise NotFound(f"collection {name!r} not found")
-                    counts = await conn.fetchrow(_COUNTS_SQL, row["id"])
                     await conn.execute("DELETE FROM collections WHERE id = $1", row["id"])
                 if row["hnsw_indexed"]:
                     # The partial index now covers no row; drop it so indexes don't pile up.
                     await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {sql.hnsw_index_name(row['id'])}")
-        return counts["photos"], counts["faces"], counts["persons"]
+        return row["photo_count"], row["face_count"], row["person_count"]
 
-    async def count_photo_faces(self, collection_id: int) -> int:
+    async def count_faces(self, collection_id: int) -> int:
+        """Faces of the collection (photos' and templates'), from its counter."""
         with _database_call("count_faces"):
-            return await self.pool.fetchval(
-                "SELECT count(*) FROM faces WHERE collection_id = $1 AND photo_id IS NOT NULL", collection_id
-            )
+            return await self.pool.fetchval("SELECT face_count FROM collections WHERE id = $1", collection_id) or 0
 
     async def build_hnsw_index(self, collection_id: int, m: int, ef_construction: int) -> bool:
         """Builds the collection's partial HNSW index (without blocking writes), then flags the
@@ -424,7 +447,7 @@ class Repository:
     ) -> list[PhotoMatch]:
         query, args = sql.exact_search(collection_id, vectors, search_filter, max_distance, cursor, limit)
         with _database_call("search_exact"):
-            rows = await self.pool.fetch(query, *args)
+            rows = await fetch_pinned(self.pool, EXACT_PLAN, query, *args)
         return [
             PhotoMatch(
                 photo_id=row["external_id"],
@@ -450,7 +473,13 @@ class Repository:
         """Nearest faces by an exact scan, ordered by distance (not grouped)."""
         query, args = sql.exact_candidates(collection_id, vectors, search_filter, max_distance, limit)
         with _database_call("search_exact_candidates"):
-            return await self.pool.fetch(query, *args)
+            return await fetch_pinned(self.pool, EXACT_PLAN, query, *args)
+
+    async def filtered_photo_count(self, collection_id: int, search_filter: SearchFilter, bound: int) -> int:
+        """Photos of the collection that pass the filter, counted up to `bound`."""
+        query, args = sql.filtered_photo_count(collection_id, search_filter, bound)
+        with _database_call("filtered_photo_count"):
+            return await self.pool.fetchval(query, *args)
 
     async def ann_candidates(
         self,
@@ -464,18 +493,58 @@ class Repository:
         """Nearest faces by the collection's HNSW index, ordered by distance (not grouped)."""
         query, args = sql.ann_candidates(collection_id, vector, search_filter, limit)
         with _database_call("search_ann"):
-            async with self.pool.acquire() as conn, conn.transaction():
-                # SET takes no parameters; set_config does, and is_local=true scopes it to this
-                # transaction. Custom plans make the planner see the collection id, so the
-                # collection's partial index matches.
-                await conn.execute(
-                    "SELECT set_config('hnsw.ef_search', $1, true), "
-                    "set_config('plan_cache_mode', 'force_custom_plan', true)",
-                    str(ef_search),
+            return await fetch_pinned(self.pool, ann_plan(ef_search, iterative_scan), query, *args)
+
+    async def load_descriptors(
+        self, collection_id: int, templates: bool = False
+    ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray] | None:
+        """The collection's `faces_version` and its photo faces (or, with `templates`, its persons'
+        template faces) as of that version (one snapshot): (version, photo or person keys, face
+        ids, float32 matrix), rows in (key, face id) order. None when the collection is gone.
+        Vectors come as one bytea of pgvector's binary format (dim, unused, big-endian float32s per
+        row), so a 100k-face matrix is one buffer, not 100k objects."""
+        key = "person_id" if templates else "photo_id"
+        with _database_call("load_descriptors"):
+            async with self.pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+                version = await conn.fetchval("SELECT faces_version FROM collections WHERE id = $1", collection_id)
+                if version is None:
+                    return None
+                row = await conn.fetchrow(
+                    f"""
+                    SELECT coalesce(array_agg({key} ORDER BY {key}, id), '{{}}') AS keys,
+                           coalesce(array_agg(id ORDER BY {key}, id), '{{}}') AS face_ids,
+                           coalesce(string_agg(vector_send(embedding), ''::bytea ORDER BY {key}, id), '') AS vectors,
+                           max(vector_dims(embedding)) AS dim
+                    FROM faces WHERE collection_id = $1 AND {key} IS NOT NULL
+                    """,
+                    collection_id,
                 )
-                if iterative_scan:
-                    await conn.execute("SELECT set_config('hnsw.iterative_scan', 'strict_order', true)")
-                return await conn.fetch(query, *args)
+        n = len(row["face_ids"])
+        dim = row["dim"] or 0
+        # Each row: a 4-byte header (uint16 dim, uint16 unused), i.e. one float32 slot, then the values.
+        raw = np.frombuffer(row["vectors"], dtype=">f4").reshape(n, dim + 1) if n else np.zeros((0, 1), ">f4")
+        matrix = np.ascontiguousarray(raw[:, 1:], dtype=np.float32)
+        return (
+            version,
+            np.asarray(row["keys"], dtype=np.int64),
+            np.asarray(row["face_ids"], dtype=np.int64),
+            matrix,
+        )
+
+    async def face_details(self, collection_id: int, face_ids: list[int]) -> dict[int, asyncpg.Record]:
+        """Box and photo of each face (by face id) for a page of results found in memory; faces
+        deleted since are missing from the answer."""
+        with _database_call("face_details"):
+            rows = await self.pool.fetch(
+                """
+                SELECT f.id AS face_id, f.photo_id AS photo_key, f.box, ph.external_id, ph.metadata, ph.taken_at
+                FROM faces f JOIN photos ph ON ph.collection_id = f.collection_id AND ph.id = f.photo_id
+                WHERE f.collection_id = $1 AND f.id = ANY($2::bigint[])
+                """,
+                collection_id,
+                face_ids,
+            )
+        return {row["face_id"]: row for row in rows}
 
     async def face_embedding(self, collection_id: int, face_id: int) -> np.ndarray:
         with _database_call("face_embedding"):
@@ -543,7 +612,9 @@ class Repository:
         self, collection_id: int, vector: np.ndarray, max_distance: float, limit: int
     ) -> list[PersonMatch]:
         with _database_call("identify"):
-            rows = await self.pool.fetch(
+            rows = await fetch_pinned(
+                self.pool,
+                EXACT_PLAN,
                 """
                 SELECT p.*, f.embedding <=> $2 AS distance
                 FROM faces f JOIN persons p ON p.collection_id = f.collection_id AND p.id = f.person_id
@@ -557,6 +628,14 @@ class Repository:
                 limit,
             )
         return [PersonMatch(person=_person(row), similarity=1.0 - row["distance"]) for row in rows]
+
+    async def persons_by_id(self, collection_id: int, person_ids: list[int]) -> dict[int, Person]:
+        """Persons of a page of identify results found in memory; persons deleted since are missing."""
+        with _database_call("persons_by_id"):
+            rows = await self.pool.fetch(
+                "SELECT * FROM persons WHERE collection_id = $1 AND id = ANY($2::bigint[])", collection_id, person_ids
+            )
+        return {row["id"]: _person(row) for row in rows}
 
     async def verify(self, collection_id: int, external_id: str, vector: np.ndarray) -> tuple[Person, float | None]:
         """The person and the query's similarity to their template (None without a template)."""

@@ -1,6 +1,7 @@
 """Search: turns a query (selfie, several selfies, embedding, indexed face) into vectors, searches
-one collection (exact below the HNSW threshold, the collection's HNSW index above it, never fewer
-than top_k photos when that many match) and pages with an opaque cursor bound to its query."""
+one collection (from this replica's descriptor cache when it holds the collection's current
+version; otherwise exact below the HNSW threshold, the collection's HNSW index above it, never
+fewer than top_k photos when that many match) and pages with an opaque cursor bound to its query."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ import numpy as np
 from facesearch.errors import InvalidArgument, NotFound
 from search_service import validation
 from search_service.config import SearchSettings
+from search_service.descriptor_cache import DescriptorCache
 from search_service.domain import (
     Box,
     Collection,
@@ -48,9 +50,15 @@ MAX_EF_SEARCH = 1000
 class PageToken:
     cursor: Cursor
     query_hash: str
+    # Whether the page came from the descriptor cache. Its float32 BLAS distances and pgvector's
+    # differ in the last bits, so a query's later pages stay on the path of its first page (a cached
+    # query goes to PostgreSQL only when the collection changed in between).
+    cached: bool = False
 
     def encode(self) -> str:
         payload = {"d": self.cursor.distance, "k": self.cursor.photo_key, "q": self.query_hash}
+        if self.cached:
+            payload["c"] = 1
         return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
 
     @classmethod
@@ -64,17 +72,19 @@ class PageToken:
         try:
             payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
             distance, key, bound_to = payload["d"], payload["k"], payload["q"]
-        except (binascii.Error, ValueError, KeyError, TypeError, RecursionError):
+            cached = payload.get("c", 0)
+        except (binascii.Error, ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise not_ours from None
         if not (
             isinstance(distance, int | float)
             and isinstance(key, int)
             and isinstance(bound_to, str)
+            and cached in (0, 1)
             and math.isfinite(distance)
             and 0 <= key < 2**63
         ):
             raise not_ours
-        parsed = cls(Cursor(float(distance), key), bound_to)
+        parsed = cls(Cursor(float(distance), key), bound_to, bool(cached))
         if parsed.query_hash != query_hash:
             raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
         return parsed
@@ -82,7 +92,7 @@ class PageToken:
 
 def page_token_after(result: SearchResult, match: PhotoMatch) -> str:
     """A token for the page that follows `match` of `result` (for a page ended early)."""
-    return PageToken(Cursor(match.distance, match.photo_key), result.query_hash).encode()
+    return PageToken(Cursor(match.distance, match.photo_key), result.query_hash, result.cached).encode()
 
 
 def query_hash(
@@ -143,12 +153,18 @@ def _match(row: Mapping[str, Any]) -> PhotoMatch:
 
 class SearchEngine:
     def __init__(
-        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+        self,
+        repository: Repository,
+        embedder: EmbedderClient,
+        settings: SearchSettings,
+        embedding_dim: int,
+        cache: DescriptorCache | None = None,
     ) -> None:
         self._repo = repository
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
+        self._cache = cache
 
     async def search(self, tenant: str, query: SearchQuery) -> SearchResult:
         top_k = validation.top_k(query.top_k, DEFAULT_TOP_K, self._settings.max_top_k)
@@ -159,22 +175,29 @@ class SearchEngine:
         if not vectors:
             return SearchResult(matches=[], query_faces=query_faces, no_face_reason=reason)
         bound_to = query_hash(collection.id, vectors, query.filter, min_similarity)
-        cursor = PageToken.decode(query.page_token, bound_to).cursor if query.page_token else None
+        previous = PageToken.decode(query.page_token, bound_to) if query.page_token else None
+        cursor = previous.cursor if previous else None
         max_distance = None if min_similarity is None else 1.0 - min_similarity
-        if collection.hnsw_indexed and len(vectors) == 1:
+        matches = None
+        if previous is None or previous.cached:
+            matches = await self._search_cached(collection, vectors, query.filter, max_distance, cursor, top_k + 1)
+        cached = matches is not None
+        if matches is None and collection.hnsw_indexed and len(vectors) == 1:
             matches = await self._search_ann(collection, vectors[0], query.filter, max_distance, cursor, top_k + 1)
-        else:
+        elif matches is None:
             matches = await self._search_exact(collection, vectors, query.filter, max_distance, cursor, top_k + 1)
         token = ""
         if len(matches) > top_k:
             last = matches[top_k - 1]
-            token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode()
+            token = PageToken(Cursor(last.distance, last.photo_key), bound_to, cached).encode()
         matches = matches[:top_k]
         if query.include_thumbnails:
             matches = await self._with_thumbnails(collection, matches)
         # The servicer may end the page earlier to keep the response under the size limit; it
-        # makes that page's token from `query_hash` (page_token_after).
-        return SearchResult(matches=matches, next_page_token=token, query_faces=query_faces, query_hash=bound_to)
+        # makes that page's token from `query_hash` and `cached` (page_token_after).
+        return SearchResult(
+            matches=matches, next_page_token=token, query_faces=query_faces, query_hash=bound_to, cached=cached
+        )
 
     async def _with_thumbnails(self, collection: Collection, matches: list[PhotoMatch]) -> list[PhotoMatch]:
         thumbnails = await self._repo.face_thumbnails(collection.id, [m.face_id for m in matches])
@@ -222,6 +245,29 @@ class SearchEngine:
             return [validation.embedding(mean, self.embedding_dim)], chosen, ""
         raise InvalidArgument("a search needs a query: image, images, embedding or face_id")
 
+    async def _search_cached(
+        self,
+        collection: Collection,
+        vectors: list[np.ndarray],
+        search_filter: SearchFilter,
+        max_distance: float | None,
+        cursor: Cursor | None,
+        want: int,
+    ) -> list[PhotoMatch] | None:
+        """Exact search in this replica's memory, or None (go to PostgreSQL) when the cache does
+        not hold the collection at the version this call read, or when filters apply (they are
+        on photo rows the cache does not hold). Only the page's boxes and photos are then read."""
+        if self._cache is None or _filtered(search_filter):
+            return None
+        entry = self._cache.get(collection, self.embedding_dim)
+        if entry is None:
+            return None
+        hits = await asyncio.to_thread(entry.search, vectors, max_distance, cursor, want)
+        details = await self._repo.face_details(collection.id, [hit.face_id for hit in hits])
+        if len(details) < len(hits):
+            return None  # a face was deleted since this call read the version: answer from PostgreSQL
+        return [_match({**details[hit.face_id], "distance": hit.distance, "photo_key": hit.photo_key}) for hit in hits]
+
     async def _search_exact(
         self,
         collection: Collection,
@@ -253,8 +299,13 @@ class SearchEngine:
     ) -> list[PhotoMatch]:
         """HNSW search over-fetching faces (several per photo, filters applied after the index),
         falling back to the exact scan whenever the candidates cannot prove they hold `want`
-        photos: pgvector < 0.8 has no iterative scan and would silently return fewer."""
+        photos: pgvector < 0.8 has no iterative scan and would silently return fewer. A filter
+        that lets few photos through goes to the exact scan of those photos straight away."""
         thresholds = self._settings.thresholds
+        if _filtered(search_filter):
+            bound = thresholds.filtered_exact_max_photos
+            if await self._repo.filtered_photo_count(collection.id, search_filter, bound + 1) <= bound:
+                return await self._search_exact(collection, [vector], search_filter, max_distance, cursor, want)
         limit = min(max(4 * want, 40), MAX_EF_SEARCH)
         ef_search = min(max(thresholds.hnsw_ef_search, limit), MAX_EF_SEARCH)
         rows = await self._repo.ann_candidates(
@@ -270,6 +321,10 @@ class SearchEngine:
         if len(grouped) < want and not beyond_threshold:
             return await self._repo.search_exact(collection.id, [vector], search_filter, max_distance, cursor, want)
         return [_match(row) for row in grouped[:want]]
+
+
+def _filtered(search_filter: SearchFilter) -> bool:
+    return bool(search_filter.metadata or search_filter.start_time or search_filter.end_time or search_filter.photo_ids)
 
 
 def check_filter(search_filter: SearchFilter, max_metadata_bytes: int) -> None:

@@ -8,8 +8,6 @@ import logging
 import signal
 from dataclasses import dataclass
 
-import pgserver
-
 from facesearch.errors import FaceSearchError
 from facesearch.observability import start_metrics_server
 from facesearch.serving import GrpcServer, ServerOptions, run_until_signalled
@@ -18,7 +16,8 @@ from search_service.analysis import FaceAnalysis
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
-from search_service.embedded import start_embedded_postgres_async
+from search_service.descriptor_cache import DescriptorCache, limit_blas_threads
+from search_service.embedded import EmbeddedPostgres, start_embedded_postgres_async
 from search_service.embedder_client import EmbedderClient
 from search_service.indexing import Indexer
 from search_service.management_repository import ManagementRepository
@@ -48,7 +47,8 @@ class SearchApp:
     indexer: Indexer
     metrics_port: int
     thumbnails: ThumbnailCutter
-    embedded_postgres: pgserver.PostgresServer | None = None
+    descriptor_cache: DescriptorCache
+    embedded_postgres: EmbeddedPostgres | None = None
 
     @property
     def port(self) -> int:
@@ -58,6 +58,7 @@ class SearchApp:
         """Releases what the server used; call after the gRPC server stopped."""
         await self.indexer.close()
         self.thumbnails.close()
+        await self.descriptor_cache.close()
         await self.embedder.close()
         await self.database.close()
         if self.embedded_postgres is not None:
@@ -103,6 +104,8 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     management = ManagementRepository(database)
     thumbnails = ThumbnailCutter(settings.thumbnails)
     indexer = Indexer(repository, embedder, settings, dim, thumbnails)
+    limit_blas_threads(settings.descriptor_cache.blas_threads)
+    cache = DescriptorCache(repository, settings.descriptor_cache.max_bytes)
     server = GrpcServer(
         "search",
         ServerOptions.from_settings(settings),
@@ -110,8 +113,8 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
-        SearchEngine(repository, embedder, settings, dim),
-        PersonRegistry(repository, embedder, settings, dim, management),
+        SearchEngine(repository, embedder, settings, dim, cache),
+        PersonRegistry(repository, embedder, settings, dim, management, cache),
         settings.default_tenant,
         PhotoLibrary(repository, management, settings),
         FaceAnalysis(embedder, settings, dim),
@@ -123,7 +126,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     metrics_port = start_metrics_server(settings.metrics_port) if metrics else 0
     await server.set_serving()
     log.info("search service serving on port %d (metrics on %d)", port, metrics_port)
-    return SearchApp(settings, server, database, embedder, indexer, metrics_port, thumbnails, embedded)
+    return SearchApp(settings, server, database, embedder, indexer, metrics_port, thumbnails, cache, embedded)
 
 
 async def serve(settings: SearchSettings) -> None:

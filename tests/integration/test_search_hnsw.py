@@ -26,6 +26,10 @@ def exact_searches() -> float:
     return REGISTRY.get_sample_value("facesearch_search_db_query_seconds_count", {"operation": "search_exact"}) or 0.0
 
 
+def ann_searches() -> float:
+    return REGISTRY.get_sample_value("facesearch_search_db_query_seconds_count", {"operation": "search_ann"}) or 0.0
+
+
 def unit_rows(rng: np.random.Generator, n: int) -> np.ndarray:
     x = rng.standard_normal((n, 512)).astype(np.float32)
     return x / np.linalg.norm(x, axis=1, keepdims=True)
@@ -41,7 +45,9 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 async def test_hnsw_collection_search(database: Database) -> None:
     rng = np.random.default_rng(0)
     repo = Repository(database)
-    settings = SearchSettings(thresholds={"hnsw_min_faces": 1000})
+    # A filter's photos are searched exactly up to filtered_exact_max_photos; 5 sends the rare
+    # filter below (15 photos) through the index, the path under test here.
+    settings = SearchSettings(thresholds={"hnsw_min_faces": 1000, "filtered_exact_max_photos": 5})
     embedder = EmbedderClient("127.0.0.1:1", settings.embedder, settings.max_message_bytes)  # never called here
     engine = SearchEngine(repo, embedder, settings, 512)
     collection = await repo.create_collection("t", "registry", "")
@@ -66,8 +72,10 @@ async def test_hnsw_collection_search(database: Database) -> None:
     assert (await repo.get_collection("t", "registry")).hnsw_indexed
 
     async with database.pool.acquire() as conn, conn.transaction():
-        await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
         from search_service import sql
+        from search_service.repository import ann_plan, pin_plan
+
+        await pin_plan(conn, ann_plan(40, database.pgvector.has_iterative_scan))
 
         query_sql, args = sql.ann_candidates(collection.id, faces[0], SearchFilter(), 40)
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + query_sql, *args))
@@ -108,6 +116,15 @@ async def test_hnsw_collection_search(database: Database) -> None:
         ),
     )
     assert [m.photo_id for m in page2.matches] == expected[10:]
+    # With the default bound the same filter goes to the exact scan of its 15 photos, not the index.
+    default_engine = SearchEngine(repo, embedder, SearchSettings(thresholds={"hnsw_min_faces": 1000}), 512)
+    ann_before = ann_searches()
+    result = await default_engine.search(
+        "t",
+        SearchQuery(collection="registry", kind=QueryKind.EMBEDDING, embedding=tuple(faces[1]), top_k=10, filter=rare),
+    )
+    assert [m.photo_id for m in result.matches] == expected[:10]
+    assert ann_searches() == ann_before
 
     # Deep pages: the over-fetched candidates run out after the cursor, so the exact scan takes over;
     # every page is full, no photo comes twice.

