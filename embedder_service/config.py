@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,8 +28,10 @@ class BatchingSettings(BaseModel):
     max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     # Items waiting in one batcher before new work is refused with RESOURCE_EXHAUSTED.
     max_queue_size: int = Field(default=1024, ge=1)
-    # Threads that run inference (onnxruntime releases the GIL while it runs).
-    inference_threads: int = Field(default=1, ge=1, le=64)
+    # Threads that run inference, per model (onnxruntime releases the GIL while it runs). With
+    # intra_op_threads=1, 2 per model was the fastest on 2 cores (tests/bench/bench_embedder.py): a
+    # batch of one model runs while the other's computes, with no threads fighting over a core.
+    inference_threads: int = Field(default=2, ge=1, le=64)
 
 
 class QualitySettings(BaseModel):
@@ -63,8 +65,10 @@ class EmbedderSettings(BaseSettings):
     # "auto" (TensorRT, then CUDA, then CPU, by availability) or a provider name.
     execution_provider: str = "auto"
     device_id: int = Field(default=0, ge=0)
-    # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default).
-    intra_op_threads: int = Field(default=0, ge=0)
+    # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default, one per core).
+    # 1 by default: parallelism comes from batcher.inference_threads, so detection and recognition
+    # don't oversubscribe the cores (see README "Sizing threads" for bigger machines).
+    intra_op_threads: int = Field(default=1, ge=0)
     # Let onnxruntime's intra-op threads spin while waiting for work. Off by default: detection and
     # recognition run at once on their own threads, and spinning threads of one steal the few CPU
     # cores the other is computing on (measured with tests/bench/bench_embedder.py on 2 cores).
@@ -79,13 +83,21 @@ class EmbedderSettings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     # Threads that decode and pre-process images.
     decode_threads: int = Field(default=2, ge=1, le=64)
+    # Largest libjpeg-turbo DCT scale denominator JPEGs are decoded at for detection (1, 2, 4 or 8;
+    # 1 = always full size). The smallest scale that still covers the detector input is used.
+    jpeg_max_reduction: int = Field(default=8)
+    # A face is aligned from the reduced image only while its crop samples it at no more than this
+    # many crop pixels per source pixel; smaller faces get a finer decode (down to full size).
+    align_max_upscale: float = Field(default=1.0, gt=0.0, le=8.0)
 
     batching: BatchingSettings = BatchingSettings()
     quality: QualitySettings = QualitySettings()
 
-    # Images being processed across all calls; beyond it new images get RESOURCE_EXHAUSTED. Bounds
-    # memory: each holds its decoded pixels until its faces are embedded.
-    max_images_in_flight: int = Field(default=256, ge=1)
+    # Decoded pixels (3 bytes each) that the images being processed may hold, across all calls;
+    # an image that doesn't fit gets RESOURCE_EXHAUSTED. 100 M = 300 MB of pixels: 260 event photos
+    # decoded at 1/8 scale, or four 24 MP PNGs. Full-size decodes made only to align small faces
+    # are not held and are bounded by decode_threads instead.
+    max_decoded_pixels_in_flight: int = Field(default=100_000_000, ge=1)
     # Images of one EmbedStream being processed at once; further requests wait (backpressure).
     max_in_flight_per_stream: int = Field(default=16, ge=1, le=1024)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -99,3 +111,10 @@ class EmbedderSettings(BaseSettings):
     # On SIGTERM: health goes NOT_SERVING, in-flight calls get this long to finish.
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
+
+    @field_validator("jpeg_max_reduction")
+    @classmethod
+    def _dct_scale(cls, value: int) -> int:
+        if value not in (1, 2, 4, 8):
+            raise ValueError("jpeg_max_reduction must be 1, 2, 4 or 8 (libjpeg-turbo's DCT scales)")
+        return value
