@@ -84,6 +84,11 @@ class Engine:
         )
         self._in_flight = 0
         self.pixel_budget = PixelBudget(settings.max_decoded_pixels_in_flight)
+        # Enough decoded images to fill every detection worker's next batch; decoding is faster than
+        # detection, so more would only hold pixels in the detection queue.
+        self._decode_ahead = asyncio.Semaphore(
+            max(self.detection.max_batch_size * batching.inference_threads, settings.decode_threads)
+        )
         self._template = arcface_dst * (models.recognizer.input_size[0] / 112.0)
         for model, provider in (
             ("detection", models.detector.provider),
@@ -185,9 +190,14 @@ class Engine:
     async def _embed_photo(
         self, data: bytes, header: decoding.ImageHeader, reduction: int, options: EmbedOptions
     ) -> ImageResult:
-        prepared: _PreparedPhoto = await self._in_pool(self._prepare_photo, data, header, reduction)
-        outputs = await self.detection.submit(prepared.letterboxed.image)
-        faces: list[_PreparedFace] = await self._in_pool(self._prepare_faces, data, prepared, outputs, options)
+        # Decoded pixels live only from decoding to alignment, and only `_decode_ahead` images at a
+        # time: the rest of the admitted images wait as bytes, and the crops are all that waits
+        # for recognition.
+        async with self._decode_ahead:
+            prepared: _PreparedPhoto = await self._in_pool(self._prepare_photo, data, header, reduction)
+            outputs = await self.detection.submit(prepared.letterboxed.image)
+            faces: list[_PreparedFace] = await self._in_pool(self._prepare_faces, data, prepared, outputs, options)
+            del prepared, outputs
         embeddings = await self._recognise([f.crop for f in faces])
         return ImageResult(
             width=header.width,
