@@ -38,7 +38,7 @@ lint: env buf
 	$(BUF) lint
 
 bench-embedder: env
-	$(UV) run --locked --all-extras python -m tests.bench.bench_embedder
+	$(UV) run --locked --all-extras python -m tests.bench.bench_embedder --compare-threads
 
 bench-search: env
 	$(UV) run --locked --all-extras python -m tests.bench.bench_search

@@ -65,6 +65,14 @@ class EmbedderSettings(BaseSettings):
     # "auto" (TensorRT, then CUDA, then CPU, by availability) or a provider name.
     execution_provider: str = "auto"
     device_id: int = Field(default=0, ge=0)
+    # TensorRT: FP16 kernels, and where built engines and kernel timings are cached (mount a volume
+    # here: the first start on a GPU model builds them, later starts load them).
+    tensorrt_fp16: bool = True
+    tensorrt_cache_dir: Path = Path("~/.cache/facesearch/tensorrt").expanduser()
+    tensorrt_workspace_mb: int = Field(default=4096, ge=64)
+    # Decode JPEGs on the GPU with NVIDIA nvImageCodec when it is installed and the models run on
+    # CUDA/TensorRT (at GPU inference speed the CPU decoders are the ceiling).
+    gpu_jpeg_decode: bool = True
     # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default, one per core).
     # 1 by default: parallelism comes from batcher.inference_threads, so detection and recognition
     # don't oversubscribe the cores (see README "Sizing threads" for bigger machines).

@@ -4,8 +4,11 @@ the detector its full input, and each face is aligned from pixels fine enough fo
 from __future__ import annotations
 
 import io
+import logging
+import threading
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -15,6 +18,8 @@ from PIL import Image
 from embedder_service import pipeline
 from facesearch.errors import InvalidArgument
 
+log = logging.getLogger(__name__)
+
 # libjpeg-turbo's DCT scaling as OpenCV exposes it (IMREAD_REDUCED_* apply EXIF orientation too).
 _REDUCED_FLAGS = {
     1: cv2.IMREAD_COLOR,
@@ -23,6 +28,7 @@ _REDUCED_FLAGS = {
     8: cv2.IMREAD_REDUCED_COLOR_8,
 }
 _SCALABLE_FORMATS = frozenset({"JPEG", "MPO"})
+JPEG_FORMATS = _SCALABLE_FORMATS
 _EXIF_ORIENTATION = 0x0112
 
 
@@ -154,3 +160,51 @@ def alignment_reduction(scale: float, detection_reduction: int, max_crop_pixels_
     while r > 1 and scale * r > max_crop_pixels_per_source_pixel:
         r //= 2
     return r
+
+
+class GpuJpegDecoder:
+    """JPEG decoding on the GPU with NVIDIA nvImageCodec (nvJPEG, the hardware decoder where the GPU
+    has one), full size with EXIF orientation applied, copied back as BGR. `create` answers None
+    where the package or a GPU is missing, so the CPU path is the same everywhere else."""
+
+    def __init__(self, module: Any, device_id: int) -> None:
+        self._nvimgcodec = module
+        self._device_id = device_id
+        self._local = threading.local()  # one decoder per decode thread
+        self._params = module.DecodeParams(apply_exif_orientation=True, color_spec=module.ColorSpec.RGB)
+
+    @classmethod
+    def create(cls, device_id: int) -> GpuJpegDecoder | None:
+        try:
+            from nvidia import nvimgcodec  # type: ignore[import-not-found]
+        except ImportError:
+            return None
+        try:
+            decoder = cls(nvimgcodec, device_id)
+            decoder._decoder()  # fails here, not on the first image, when no GPU is usable
+        except Exception as exc:
+            log.warning("nvImageCodec is installed but cannot decode on GPU %d: %s", device_id, exc)
+            return None
+        return decoder
+
+    def _decoder(self) -> Any:
+        decoder = getattr(self._local, "decoder", None)
+        if decoder is None:
+            decoder = self._nvimgcodec.Decoder(device_id=self._device_id)
+            self._local.decoder = decoder
+        return decoder
+
+    def decode(self, data: bytes, header: ImageHeader) -> np.ndarray:
+        try:
+            image = self._decoder().decode(data, params=self._params)
+        except Exception as exc:  # nvImageCodec raises RuntimeError for corrupt streams
+            raise InvalidArgument(f"{header.format} image could not be decoded (corrupt or truncated)") from exc
+        if image is None:
+            raise InvalidArgument(f"{header.format} image could not be decoded (corrupt or truncated)")
+        rgb = np.asarray(image.cpu())
+        if rgb.ndim != 3 or rgb.shape[:2] != (header.height, header.width):
+            raise InvalidArgument(
+                f"{header.format} image decoded to {rgb.shape[1]}x{rgb.shape[0]}, not the "
+                f"{header.width}x{header.height} its header says"
+            )
+        return np.ascontiguousarray(rgb[..., 2::-1])

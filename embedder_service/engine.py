@@ -18,7 +18,7 @@ from insightface.utils.face_align import arcface_dst
 from embedder_service import decoding, metrics, pipeline
 from embedder_service.admission import PixelBudget
 from embedder_service.batcher import DynamicBatcher
-from embedder_service.config import EmbedderSettings
+from embedder_service.config import EmbedderSettings, ExecutionProvider
 from embedder_service.domain import (
     EmbedOptions,
     Face,
@@ -89,6 +89,11 @@ class Engine:
         self._decode_ahead = asyncio.Semaphore(
             max(self.detection.max_batch_size * batching.inference_threads, settings.decode_threads)
         )
+        self._gpu_decoder = (
+            decoding.GpuJpegDecoder.create(settings.device_id)
+            if settings.gpu_jpeg_decode and models.provider in (ExecutionProvider.CUDA, ExecutionProvider.TENSORRT)
+            else None
+        )
         self._template = arcface_dst * (models.recognizer.input_size[0] / 112.0)
         for model, provider in (
             ("detection", models.detector.provider),
@@ -149,7 +154,7 @@ class Engine:
             header = await asyncio.get_running_loop().run_in_executor(
                 None, decoding.read_header, image_input.data, self.settings.max_image_pixels
             )
-            if image_input.kind is InputKind.ALIGNED_FACE:
+            if image_input.kind is InputKind.ALIGNED_FACE or self._uses_gpu_decoder(header):
                 reduction = 1
             else:
                 reduction = decoding.detection_reduction(
@@ -239,8 +244,14 @@ class Engine:
             ],
         )
 
+    def _uses_gpu_decoder(self, header: decoding.ImageHeader) -> bool:
+        return self._gpu_decoder is not None and header.format in decoding.JPEG_FORMATS
+
     def _prepare_photo(self, data: bytes, header: decoding.ImageHeader, reduction: int) -> _PreparedPhoto:
-        image = decoding.decode(data, header, reduction, self.settings.max_image_pixels)
+        if self._gpu_decoder is not None and self._uses_gpu_decoder(header):
+            image = self._gpu_decoder.decode(data, header)
+        else:
+            image = decoding.decode(data, header, reduction, self.settings.max_image_pixels)
         if reduction == 1:  # formats without DCT scaling: the size is known only now (EXIF, etc.)
             header = decoding.ImageHeader(header.format, image.shape[1], image.shape[0])
         scaled = decoding.ScaledImage(image, reduction)

@@ -20,7 +20,8 @@ DOCKER = DEPLOY / "docker"
 SERVICE_DOCKERFILES = {
     "search.Dockerfile": "search",
     "embedder-cpu.Dockerfile": "embedder",
-    "embedder-gpu.Dockerfile": "embedder",
+    # The GPU image adds the `gpu` dependency group (nvImageCodec) to the embedder extra.
+    "embedder-gpu.Dockerfile": "embedder --group gpu",
 }
 # Distributions that only make sense with a GPU; none may reach the search image.
 GPU_DISTRIBUTIONS = re.compile(r"^(onnxruntime-gpu|nvidia-[a-z0-9-]+|tensorrt[a-z0-9-]*|cupy[a-z0-9-]*|torch)==")
