@@ -5,6 +5,7 @@ open the onnxruntime sessions the batcher runs."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -281,14 +282,28 @@ def _preload_tensorrt() -> None:
                 log.warning("cannot load %s: %s", lib, exc)
 
 
+@functools.cache
+def _preload_gpu_libraries() -> None:
+    """CUDA/cuDNN from NVIDIA's pip packages (where the image has no system copies) and TensorRT
+    from its wheel, loaded once before the first GPU session so onnxruntime finds them by name."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # the libraries may be on the system path instead
+            log.debug("onnxruntime.preload_dlls: %s", exc)
+    _preload_tensorrt()
+
+
 def make_session(
     model: bytes | str,
     settings: EmbedderSettings,
     providers: list[tuple[str, dict[str, str]]],
     profile: BatchProfile | None = None,
 ) -> ort.InferenceSession:
+    if any(name in (ExecutionProvider.TENSORRT, ExecutionProvider.CUDA) for name, _ in providers):
+        _preload_gpu_libraries()
     if any(name == ExecutionProvider.TENSORRT for name, _ in providers):
-        _preload_tensorrt()
         Path(settings.tensorrt_cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
         if profile is not None:
             providers = [
