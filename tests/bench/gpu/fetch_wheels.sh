@@ -7,7 +7,8 @@
 # the same wheels in 60 MiB pieces, for hosts that carry at most 64 MiB per call (run.sh --stage).
 set -euo pipefail
 cd "$(git rev-parse --show-toplevel)"
-grep -qxF '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> "$(git rev-parse --git-path info/exclude)"
+EXCLUDE=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$EXCLUDE")" && { grep -qxF '/.whl/' "$EXCLUDE" 2>/dev/null || echo '/.whl/' >> "$EXCLUDE"; }
 UV=$(command -v uv || echo .tools/uv/bin/uv)
 WANTED='^(onnxruntime-gpu|insightface|pydantic|pydantic-core|pydantic-settings|annotated-types|typing-inspection|typing-extensions|python-dotenv|python-json-logger|grpcio|grpcio-health-checking|grpcio-reflection|grpcio-status|googleapis-common-protos|protobuf|prometheus-client|nvidia-nvimgcodec-cu13|nvidia-nvjpeg)=='
 PINS=$("$UV" export --locked --no-dev --no-hashes --no-emit-project --extra embedder --group gpu \
