@@ -454,7 +454,9 @@ class Recognizer:
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
         self.path = path
-        self.session = make_session(str(path), settings, providers, _recogniser_profile(path, settings))
+        on_tensorrt = any(name == ExecutionProvider.TENSORRT for name, _ in providers)
+        profile = _recogniser_profile(path, settings) if on_tensorrt else None
+        self.session = make_session(str(path), settings, providers, profile)
         # insightface decides mean/std from the graph's first node names; reuse its decision.
         reference = ArcFaceONNX(model_file=str(path), session=self.session)
         self.input_mean = float(reference.input_mean)
