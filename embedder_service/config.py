@@ -28,10 +28,11 @@ class BatchingSettings(BaseModel):
     max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     # Items waiting in one batcher before new work is refused with RESOURCE_EXHAUSTED.
     max_queue_size: int = Field(default=1024, ge=1)
-    # Threads that run inference, per model (onnxruntime releases the GIL while it runs). With
-    # intra_op_threads=1, 2 per model was the fastest on 2 cores (tests/bench/bench_embedder.py): a
-    # batch of one model runs while the other's computes, with no threads fighting over a core.
-    inference_threads: int = Field(default=2, ge=1, le=64)
+    # Threads that run inference, per model (onnxruntime releases the GIL while it runs). 1 by default:
+    # on 2 cores, 2 threads x 1 intra-op thread was no faster in tests/bench/bench_embedder.py
+    # --compare-threads, a lone image waits longer on one intra-op thread, and each concurrent run
+    # holds its own activations (README "Sizing threads").
+    inference_threads: int = Field(default=1, ge=1, le=64)
 
 
 class QualitySettings(BaseModel):
@@ -74,13 +75,15 @@ class EmbedderSettings(BaseSettings):
     # CUDA/TensorRT (at GPU inference speed the CPU decoders are the ceiling).
     gpu_jpeg_decode: bool = True
     # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default, one per core).
-    # 1 by default: parallelism comes from batcher.inference_threads, so detection and recognition
-    # don't oversubscribe the cores (see README "Sizing threads" for bigger machines).
-    intra_op_threads: int = Field(default=1, ge=0)
+    intra_op_threads: int = Field(default=0, ge=0)
     # Let onnxruntime's intra-op threads spin while waiting for work. Off by default: detection and
     # recognition run at once on their own threads, and spinning threads of one steal the few CPU
     # cores the other is computing on (measured with tests/bench/bench_embedder.py on 2 cores).
     intra_op_spinning: bool = False
+    # onnxruntime's CPU memory arena keeps the largest batch's activations for the life of the process
+    # (about 1.4 GB for a detection batch of 8 plus a recognition batch of 32 at buffalo_l's cost);
+    # off, each inference's memory is returned when it ends, so RSS follows the work in progress.
+    cpu_memory_arena: bool = False
 
     detector_input_size: int = Field(default=640, ge=64, le=4096)
     detection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)

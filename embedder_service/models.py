@@ -316,6 +316,7 @@ def make_session(
     if settings.intra_op_threads:
         options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = settings.cpu_memory_arena
     if not settings.intra_op_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
