@@ -1,7 +1,7 @@
 """Embedder benchmark: the service against insightface's FaceAnalysis on the same images and the
 same model files (the architecture-equivalent benchmark pack, tests/bench/arch_models.py).
 
-    uv run python -m tests.bench.bench_embedder [--rounds 1] [--event-images 32] [--compare-threads] ...
+    uv run python -m tests.bench.bench_embedder [--rounds 2] [--event-images 32] [--compare-threads] ...
 
 Workloads: event photos (24 MP JPEGs of groups, tests/event_photos.py), group photos (1280x960,
 6 faces) and lone selfies (480x640, one at a time). For each, side by side in this one run:
@@ -353,14 +353,13 @@ class Workload:
         return statistics.median(getattr(f, metric) for f in runs)
 
 
-async def service_round(target: str, pid: int, workloads: list[Workload], key: str) -> None:
+async def service_run(target: str, pid: int, workload: Workload | None) -> Figures:
+    """One workload through the service; None = a warm-up selfie."""
     async with grpc.aio.insecure_channel(target, options=MAX_MESSAGE) as channel:
         stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
-        await run_unary(stub, selfies(1), pid)  # warm-up
-        for workload in workloads:
-            figures = await workload.service(stub, pid)
-            workload.add(key, figures)
-            print(figures.line(f"{workload.name}: {key}"), flush=True)
+        if workload is None:
+            return await run_unary(stub, selfies(1), pid)
+        return await workload.service(stub, pid)
 
 
 def main_async(args: argparse.Namespace) -> None:
@@ -401,31 +400,43 @@ def main_async(args: argparse.Namespace) -> None:
         "FaceAnalysis spinning off": Reference(models_dir, spinning=False),
     }
     ceilings: dict[str, list[float]] = {}
+    running: dict[str, tuple[subprocess.Popen[bytes], str]] = {}
+
+    def ceiling_round() -> None:
+        for model, (rate, how) in measure_ceiling(models_dir, args.ceiling_seconds).items():
+            ceilings.setdefault(model, []).append(rate)
+            unit = "images" if model == "detector" else "faces"
+            print(f"  CPU ceiling: {model:<10} {rate:6.2f} {unit}/s ({how})", flush=True)
+
     try:
+        for key, overrides in services.items():  # all up front: idle, they cost no CPU
+            running[key] = start_service(models_dir, overrides)
+            asyncio.run(service_run(running[key][1], running[key][0].pid, None))  # warm-up
+        contenders = [*references, *services]
         for round_no in range(1, args.rounds + 1):
-            print(f"round {round_no}:", flush=True)
-            for key, reference in references.items():
-                for workload in workloads:
-                    figures = reference.run(workload.images)
+            # The machine's load drifts: every contender runs each workload back to back, in the
+            # reverse order every other round, and the ceiling is measured in every round.
+            order = contenders if round_no % 2 else contenders[::-1]
+            print(f"round {round_no}: {', '.join(order)}", flush=True)
+            if round_no % 2:
+                ceiling_round()
+            for workload in workloads:
+                for key in order:
+                    if key in references:
+                        figures = references[key].run(workload.images)
+                    else:
+                        process, target = running[key]
+                        figures = asyncio.run(service_run(target, process.pid, workload))
                     workload.add(key, figures)
                     print(figures.line(f"{workload.name}: {key}"), flush=True)
-            for key, overrides in services.items():
-                process, target = start_service(models_dir, overrides)
-                try:
-                    asyncio.run(service_round(target, process.pid, workloads, key))
-                finally:
-                    process.terminate()
-                    process.wait(timeout=60)
-            # In every round, next to the runs it is compared with (the machine's load drifts).
-            ceiling = measure_ceiling(models_dir, args.ceiling_seconds)
-            for model, (rate, how) in ceiling.items():
-                ceilings.setdefault(model, []).append(rate)
-                print(
-                    f"  CPU ceiling: {model:<10} {rate:6.2f} {'images' if model == 'detector' else 'faces'}/s ({how})"
-                )
+            if not round_no % 2:
+                ceiling_round()
     finally:
         for reference in references.values():
             reference.close()
+        for process, _ in running.values():
+            process.terminate()
+            process.wait(timeout=60)
     det_rate = statistics.median(ceilings["detector"])
     rec_rate = statistics.median(ceilings["recogniser"])
 
@@ -460,7 +471,7 @@ def main() -> None:
     parser.add_argument(
         "--models-dir", help="an existing benchmark pack's models dir (default: write one to a temp dir)"
     )
-    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--event-images", type=int, default=32, help="event photos per run (32 in flight)")
     parser.add_argument("--event-distinct", type=int, default=8, help="distinct generated event photos")
     parser.add_argument("--event-faces", type=int, default=6)
