@@ -29,9 +29,9 @@ class BatchingSettings(BaseModel):
     # Items waiting in one batcher before new work is refused with RESOURCE_EXHAUSTED.
     max_queue_size: int = Field(default=1024, ge=1)
     # Threads that run inference, per model (onnxruntime releases the GIL while it runs). 1 by default:
-    # on 2 cores, 2 threads x 1 intra-op thread was no faster in tests/bench/bench_embedder.py
-    # --compare-threads, a lone image waits longer on one intra-op thread, and each concurrent run
-    # holds its own activations (README "Sizing threads").
+    # on 2 cores, 2 threads x 1 intra-op thread won group photos and lost event photos in
+    # tests/bench/bench_embedder.py --compare-threads, and peaked 500 MiB higher, since each
+    # concurrent run holds its own activations (README "Sizing threads").
     inference_threads: int = Field(default=1, ge=1, le=64)
 
 
