@@ -1,5 +1,5 @@
-"""Decoding for the job: JPEGs are decoded at the smallest libjpeg-turbo DCT scale that still gives
-the detector its full input, and each face is aligned from pixels fine enough for its crop."""
+"""Decoding for the job: JPEGs are decoded at the coarsest libjpeg-turbo DCT scale (up to a cap) that
+still gives the detector its full input, and each face is aligned from pixels fine enough for it."""
 
 from __future__ import annotations
 
