@@ -33,7 +33,7 @@ lint: env
 	$(UV) run --locked buf lint
 
 bench-embedder: env
-	$(UV) run --locked --all-extras python -m tests.bench.bench_embedder
+	$(UV) run --locked --all-extras python -m tests.bench.bench_embedder --compare-threads
 
 bench-search: env
 	$(UV) run --locked --all-extras python -m tests.bench.bench_search

@@ -5,7 +5,7 @@ from __future__ import annotations
 from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -28,7 +28,10 @@ class BatchingSettings(BaseModel):
     max_queue_delay_ms: float = Field(default=2.0, ge=0.0, le=1000.0)
     # Items waiting in one batcher before new work is refused with RESOURCE_EXHAUSTED.
     max_queue_size: int = Field(default=1024, ge=1)
-    # Threads that run inference (onnxruntime releases the GIL while it runs).
+    # Threads that run inference, per model (onnxruntime releases the GIL while it runs). 1 by default:
+    # on 2 cores, 2 threads x 1 intra-op thread won group photos and lost event photos in
+    # tests/bench/bench_embedder.py --compare-threads, and peaked 500 MiB higher, since each
+    # concurrent run holds its own activations (README "Sizing threads").
     inference_threads: int = Field(default=1, ge=1, le=64)
 
 
@@ -63,12 +66,24 @@ class EmbedderSettings(BaseSettings):
     # "auto" (TensorRT, then CUDA, then CPU, by availability) or a provider name.
     execution_provider: str = "auto"
     device_id: int = Field(default=0, ge=0)
-    # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default).
+    # TensorRT: FP16 kernels, and where built engines and kernel timings are cached (mount a volume
+    # here: the first start on a GPU model builds them, later starts load them).
+    tensorrt_fp16: bool = True
+    tensorrt_cache_dir: Path = Path("~/.cache/facesearch/tensorrt").expanduser()
+    tensorrt_workspace_mb: int = Field(default=4096, ge=64)
+    # Decode JPEGs on the GPU with NVIDIA nvImageCodec when it is installed and the models run on
+    # CUDA/TensorRT (at GPU inference speed the CPU decoders are the ceiling).
+    gpu_jpeg_decode: bool = True
+    # Threads onnxruntime may use inside one CPU inference (0 = onnxruntime's default, one per core).
     intra_op_threads: int = Field(default=0, ge=0)
     # Let onnxruntime's intra-op threads spin while waiting for work. Off by default: detection and
     # recognition run at once on their own threads, and spinning threads of one steal the few CPU
     # cores the other is computing on (measured with tests/bench/bench_embedder.py on 2 cores).
     intra_op_spinning: bool = False
+    # onnxruntime's CPU memory arena keeps the largest batch's activations for the life of the process
+    # (about 1.4 GB for a detection batch of 8 plus a recognition batch of 32 at buffalo_l's cost);
+    # off, each inference's memory is returned when it ends, so RSS follows the work in progress.
+    cpu_memory_arena: bool = False
 
     detector_input_size: int = Field(default=640, ge=64, le=4096)
     detection_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -79,13 +94,23 @@ class EmbedderSettings(BaseSettings):
     max_image_pixels: int = Field(default=40_000_000, ge=1)
     # Threads that decode and pre-process images.
     decode_threads: int = Field(default=2, ge=1, le=64)
+    # Largest libjpeg-turbo DCT scale denominator JPEGs are decoded at (1, 2, 4 or 8; 1 = always full
+    # size); the coarsest scale up to it that still covers the detector input is used. 2 by default:
+    # on 24 MP photos entropy decoding dominates (1/8 costs ~45% of a full decode, 1/2 ~55%), so a
+    # 1/8 decode followed by a 1/2 one for group-shot-sized faces costs more than one 1/2 decode.
+    jpeg_max_reduction: int = Field(default=2)
+    # A face is aligned from the reduced image only while its crop samples it at no more than this
+    # many crop pixels per source pixel; smaller faces get a finer decode (down to full size).
+    align_max_upscale: float = Field(default=1.0, gt=0.0, le=8.0)
 
     batching: BatchingSettings = BatchingSettings()
     quality: QualitySettings = QualitySettings()
 
-    # Images being processed across all calls; beyond it new images get RESOURCE_EXHAUSTED. Bounds
-    # memory: each holds its decoded pixels until its faces are embedded.
-    max_images_in_flight: int = Field(default=256, ge=1)
+    # Decoded pixels (3 bytes each) that the images being processed may hold, across all calls;
+    # an image that doesn't fit gets RESOURCE_EXHAUSTED. 200 M = 600 MB of pixels: 33 24 MP JPEGs
+    # (decoded at 1/2 scale), or eight 24 MP PNGs. Finer decodes made only to align small faces are
+    # short-lived and bounded by decode_threads instead.
+    max_decoded_pixels_in_flight: int = Field(default=200_000_000, ge=1)
     # Images of one EmbedStream being processed at once; further requests wait (backpressure).
     max_in_flight_per_stream: int = Field(default=16, ge=1, le=1024)
     max_message_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
@@ -99,3 +124,10 @@ class EmbedderSettings(BaseSettings):
     # On SIGTERM: health goes NOT_SERVING, in-flight calls get this long to finish.
     shutdown_grace_s: float = Field(default=20.0, ge=0)
     log_level: str = "INFO"
+
+    @field_validator("jpeg_max_reduction")
+    @classmethod
+    def _dct_scale(cls, value: int) -> int:
+        if value not in (1, 2, 4, 8):
+            raise ValueError("jpeg_max_reduction must be 1, 2, 4 or 8 (libjpeg-turbo's DCT scales)")
+        return value

@@ -15,9 +15,10 @@ from typing import Any, TypeVar
 import numpy as np
 from insightface.utils.face_align import arcface_dst
 
-from embedder_service import metrics, pipeline
+from embedder_service import decoding, metrics, pipeline
+from embedder_service.admission import PixelBudget
 from embedder_service.batcher import DynamicBatcher
-from embedder_service.config import EmbedderSettings
+from embedder_service.config import EmbedderSettings, ExecutionProvider
 from embedder_service.domain import (
     EmbedOptions,
     Face,
@@ -39,7 +40,8 @@ T = TypeVar("T")
 
 @dataclass
 class _PreparedPhoto:
-    image: np.ndarray
+    header: decoding.ImageHeader
+    scaled: decoding.ScaledImage  # decoded at the detection's DCT scale
     letterboxed: pipeline.Letterboxed
 
 
@@ -81,6 +83,17 @@ class Engine:
             observer=observer,
         )
         self._in_flight = 0
+        self.pixel_budget = PixelBudget(settings.max_decoded_pixels_in_flight)
+        # Enough decoded images to fill every detection worker's next batch; decoding is faster than
+        # detection, so more would only hold pixels in the detection queue.
+        self._decode_ahead = asyncio.Semaphore(
+            max(self.detection.max_batch_size * batching.inference_threads, settings.decode_threads)
+        )
+        self._gpu_decoder = (
+            decoding.GpuJpegDecoder.create(settings.device_id)
+            if settings.gpu_jpeg_decode and models.provider in (ExecutionProvider.CUDA, ExecutionProvider.TENSORRT)
+            else None
+        )
         self._template = arcface_dst * (models.recognizer.input_size[0] / 112.0)
         for model, provider in (
             ("detection", models.detector.provider),
@@ -134,20 +147,36 @@ class Engine:
 
     async def embed(self, image_input: ImageInput, requested: RequestOptions) -> ImageResult:
         """Faces of one image; InvalidArgument for bad input, ResourceExhausted when overloaded."""
-        if self._in_flight >= self.settings.max_images_in_flight:
-            metrics.IMAGES.labels("overloaded").inc()
-            raise ResourceExhausted(
-                f"{self._in_flight} images are being processed (limit {self.settings.max_images_in_flight}); "
-                "retry later"
-            )
         self._in_flight += 1
         metrics.IMAGES_IN_FLIGHT.inc()
         try:
             options = EmbedOptions.resolve(requested, self.settings)
-            if image_input.kind is InputKind.ALIGNED_FACE:
-                result = await self._embed_aligned(image_input.data, options)
+            # The header alone (cheap, off the loop) says how many pixels the image decodes to.
+            header = await asyncio.get_running_loop().run_in_executor(
+                None, decoding.read_header, image_input.data, self.settings.max_image_pixels
+            )
+            if image_input.kind is InputKind.ALIGNED_FACE or self._uses_gpu_decoder(header):
+                reduction = 1
             else:
-                result = await self._embed_photo(image_input.data, options)
+                reduction = decoding.detection_reduction(
+                    header, self.models.detector.input_size, self.settings.jpeg_max_reduction
+                )
+            pixels = decoding.decoded_pixels(header, reduction)
+            if not self.pixel_budget.try_acquire(pixels):
+                metrics.IMAGES.labels("overloaded").inc()
+                raise ResourceExhausted(
+                    f"{self.pixel_budget.in_use} decoded pixels are in flight and this image needs {pixels} "
+                    f"more (EMBEDDER_MAX_DECODED_PIXELS_IN_FLIGHT={self.pixel_budget.limit}); retry later"
+                )
+            try:
+                if image_input.kind is InputKind.ALIGNED_FACE:
+                    result = await self._embed_aligned(image_input.data, options)
+                else:
+                    result = await self._embed_photo(image_input.data, header, reduction, options)
+            finally:
+                self.pixel_budget.release(pixels)
+        except ResourceExhausted:
+            raise
         except InvalidArgument:
             metrics.IMAGES.labels("invalid").inc()
             raise
@@ -165,15 +194,21 @@ class Engine:
         """Runs CPU-bound image work on the decode threads, off the event loop."""
         return await asyncio.get_running_loop().run_in_executor(self._decode_pool, fn, *args)
 
-    async def _embed_photo(self, data: bytes, options: EmbedOptions) -> ImageResult:
-        prepared: _PreparedPhoto = await self._in_pool(self._prepare_photo, data)
-        outputs = await self.detection.submit(prepared.letterboxed.image)
-        faces: list[_PreparedFace] = await self._in_pool(self._prepare_faces, prepared, outputs, options)
+    async def _embed_photo(
+        self, data: bytes, header: decoding.ImageHeader, reduction: int, options: EmbedOptions
+    ) -> ImageResult:
+        # Decoded pixels live only from decoding to alignment, and only `_decode_ahead` images at a
+        # time: the rest of the admitted images wait as bytes, and the crops are all that waits
+        # for recognition.
+        async with self._decode_ahead:
+            prepared: _PreparedPhoto = await self._in_pool(self._prepare_photo, data, header, reduction)
+            outputs = await self.detection.submit(prepared.letterboxed.image)
+            faces: list[_PreparedFace] = await self._in_pool(self._prepare_faces, data, prepared, outputs, options)
+            del prepared, outputs
         embeddings = await self._recognise([f.crop for f in faces])
-        height, width = prepared.image.shape[:2]
         return ImageResult(
-            width=width,
-            height=height,
+            width=header.width,
+            height=header.height,
             faces=[
                 Face(
                     box=(float(f.det[0]), float(f.det[1]), float(f.det[2]), float(f.det[3])),
@@ -211,12 +246,22 @@ class Engine:
             ],
         )
 
-    def _prepare_photo(self, data: bytes) -> _PreparedPhoto:
-        image = pipeline.decode_image(data, self.settings.max_image_pixels)
-        return _PreparedPhoto(image, pipeline.letterbox(image, self.models.detector.input_size))
+    def _uses_gpu_decoder(self, header: decoding.ImageHeader) -> bool:
+        return self._gpu_decoder is not None and header.format in decoding.JPEG_FORMATS
+
+    def _prepare_photo(self, data: bytes, header: decoding.ImageHeader, reduction: int) -> _PreparedPhoto:
+        if self._gpu_decoder is not None and self._uses_gpu_decoder(header):
+            image = self._gpu_decoder.decode(data, header)
+        else:
+            image = decoding.decode(data, header, reduction, self.settings.max_image_pixels)
+        if reduction == 1:  # formats without DCT scaling: the size is known only now (EXIF, etc.)
+            header = decoding.ImageHeader(header.format, image.shape[1], image.shape[0])
+        scaled = decoding.ScaledImage(image, reduction)
+        size = (header.width, header.height)
+        return _PreparedPhoto(header, scaled, decoding.letterbox(scaled, size, self.models.detector.input_size))
 
     def _prepare_faces(
-        self, prepared: _PreparedPhoto, outputs: list[np.ndarray], options: EmbedOptions
+        self, data: bytes, prepared: _PreparedPhoto, outputs: list[np.ndarray], options: EmbedOptions
     ) -> list[_PreparedFace]:
         detector = self.models.detector
         dets, kpss = pipeline.decode_detections(
@@ -228,9 +273,25 @@ class Engine:
             self.settings.nms_threshold,
         )
         size = self.models.recognizer.input_size[0]
+        header, coarse = prepared.header, prepared.scaled
+        chosen = pipeline.order_faces(dets, (header.height, header.width), options.max_faces)
+        # Each face is aligned from pixels fine enough for its crop: the detection's reduced image
+        # when the face is big enough there, otherwise one finer decode shared by the small faces.
+        needs = {
+            int(i): decoding.alignment_reduction(
+                decoding.crop_scale(kpss[i], size), coarse.reduction, self.settings.align_max_upscale
+            )
+            for i in chosen
+        }
+        finest = min(needs.values(), default=coarse.reduction)
+        fine = coarse
+        if finest < coarse.reduction:
+            image = decoding.decode(data, header, finest, self.settings.max_image_pixels)
+            fine = decoding.ScaledImage(image, finest)
         faces = []
-        for i in pipeline.order_faces(dets, prepared.image.shape, options.max_faces):
-            crop = pipeline.align(prepared.image, kpss[i], size)
+        for i in chosen:
+            source = coarse if needs[int(i)] == coarse.reduction else fine
+            crop = pipeline.align(source.image, source.to_scaled(kpss[i]), size)
             quality = pipeline.assess(float(dets[i, 4]), dets[i], kpss[i], crop, options)
             png = pipeline.encode_png(crop) if options.return_aligned_crops else b""
             faces.append(_PreparedFace(dets[i], kpss[i], crop, quality, png))

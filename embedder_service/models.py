@@ -5,6 +5,7 @@ open the onnxruntime sessions the batcher runs."""
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import logging
 import os
@@ -223,19 +224,99 @@ def provider_candidates(settings: EmbedderSettings) -> list[tuple[str, dict[str,
         if names[0] is ExecutionProvider.TENSORRT:
             names.append(ExecutionProvider.CUDA)
     chosen = [(str(n), dict(device)) for n in names if n in available and n is not ExecutionProvider.CPU]
+    for name, options in chosen:
+        if name == ExecutionProvider.TENSORRT:
+            options.update(tensorrt_options(settings))
     chosen.append((str(ExecutionProvider.CPU), {}))
     return chosen
 
 
+def tensorrt_options(settings: EmbedderSettings) -> dict[str, str]:
+    """TensorRT EP options: FP16 kernels, and engines plus kernel timings cached on disk (a volume
+    in Kubernetes) so that only the first start on a GPU model builds them (minutes), later ones
+    load them (seconds)."""
+    cache = str(Path(settings.tensorrt_cache_dir).expanduser())
+    return {
+        "trt_fp16_enable": str(settings.tensorrt_fp16),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": cache,
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": cache,
+        "trt_max_workspace_size": str(settings.tensorrt_workspace_mb * 1024 * 1024),
+    }
+
+
+@dataclass(frozen=True)
+class BatchProfile:
+    """One input's shapes for a TensorRT optimisation profile: the batch axis from 1 to `max_batch`,
+    tuned for `max_batch` (what a busy server's batches are)."""
+
+    input_name: str
+    item_shape: tuple[int, ...]  # the input's shape without the batch axis
+    max_batch: int
+
+    def provider_options(self) -> dict[str, str]:
+        def shape(batch: int) -> str:
+            return f"{self.input_name}:" + "x".join(str(d) for d in (batch, *self.item_shape))
+
+        return {
+            "trt_profile_min_shapes": shape(1),
+            "trt_profile_opt_shapes": shape(self.max_batch),
+            "trt_profile_max_shapes": shape(self.max_batch),
+        }
+
+
+def _preload_tensorrt() -> None:
+    """TensorRT from the `tensorrt-cu13-libs` wheel lives in site-packages, off the loader's path;
+    loading it first (global symbols) lets onnxruntime's TensorRT EP find it by name."""
+    try:
+        import tensorrt_libs  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    libs = Path(tensorrt_libs.__file__).parent
+    for pattern in ("libnvinfer.so.*", "libnvinfer_plugin.so.*", "libnvonnxparser.so.*"):
+        for lib in sorted(libs.glob(pattern)):
+            try:
+                ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+            except OSError as exc:
+                log.warning("cannot load %s: %s", lib, exc)
+
+
+@functools.cache
+def _preload_gpu_libraries() -> None:
+    """CUDA/cuDNN from NVIDIA's pip packages (where the image has no system copies) and TensorRT
+    from its wheel, loaded once before the first GPU session so onnxruntime finds them by name."""
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is not None:
+        try:
+            preload()
+        except Exception as exc:  # the libraries may be on the system path instead
+            log.debug("onnxruntime.preload_dlls: %s", exc)
+    _preload_tensorrt()
+
+
 def make_session(
-    model: bytes | str, settings: EmbedderSettings, providers: list[tuple[str, dict[str, str]]]
+    model: bytes | str,
+    settings: EmbedderSettings,
+    providers: list[tuple[str, dict[str, str]]],
+    profile: BatchProfile | None = None,
 ) -> ort.InferenceSession:
+    if any(name in (ExecutionProvider.TENSORRT, ExecutionProvider.CUDA) for name, _ in providers):
+        _preload_gpu_libraries()
+    if any(name == ExecutionProvider.TENSORRT for name, _ in providers):
+        Path(settings.tensorrt_cache_dir).expanduser().mkdir(parents=True, exist_ok=True)
+        if profile is not None:
+            providers = [
+                (name, {**opts, **profile.provider_options()} if name == ExecutionProvider.TENSORRT else opts)
+                for name, opts in providers
+            ]
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     if settings.intra_op_threads:
         options.intra_op_num_threads = settings.intra_op_threads
     options.inter_op_num_threads = 1
+    options.enable_cpu_mem_arena = settings.cpu_memory_arena
     if not settings.intra_op_spinning:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
@@ -270,6 +351,22 @@ def make_detector_batchable(model: onnx.ModelProto, input_size: tuple[int, int])
     return rewritten
 
 
+def run_session(
+    session: ort.InferenceSession, input_name: str, blob: np.ndarray, output_names: list[str]
+) -> list[np.ndarray]:
+    """session.run, or on a GPU provider through IO binding: the input is copied to the device once
+    and every output comes back in one copy, without onnxruntime's per-call staging."""
+    provider = session.get_providers()[0]
+    if provider not in (ExecutionProvider.CUDA, ExecutionProvider.TENSORRT):
+        return session.run(output_names, {input_name: blob})
+    binding = session.io_binding()
+    binding.bind_cpu_input(input_name, blob)
+    for name in output_names:
+        binding.bind_output(name, "cpu")
+    session.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()
+
+
 @dataclass(frozen=True)
 class DetectorLayout:
     """How to read SCRFD's outputs (insightface's SCRFD._init_vars)."""
@@ -301,8 +398,9 @@ class Detector:
             log.warning("detector input size is fixed by the model", extra={"size": list(fixed_hw)})
         self.batched_outputs = len(model.graph.output[0].type.tensor_type.shape.dim) == 3
         self.max_batch = settings.batching.max_detection_batch_size
+        profile = BatchProfile(graph_input.name, (3, self.input_size[1], self.input_size[0]), self.max_batch)
         self.session = make_session(
-            make_detector_batchable(model, self.input_size).SerializeToString(), settings, providers
+            make_detector_batchable(model, self.input_size).SerializeToString(), settings, providers, profile
         )
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
@@ -324,7 +422,7 @@ class Detector:
         blob = cv2.dnn.blobFromImages(
             list(images_bgr), 1.0 / self.layout.input_std, self.input_size, (mean, mean, mean), swapRB=True
         )
-        outs = self.session.run(self.output_names, {self.input_name: blob})
+        outs = run_session(self.session, self.input_name, blob, self.output_names)
         n = len(images_bgr)
         per_image: list[list[np.ndarray]] = [[] for _ in range(n)]
         for out in outs:
@@ -357,7 +455,9 @@ class Recognizer:
         from insightface.model_zoo.arcface_onnx import ArcFaceONNX
 
         self.path = path
-        self.session = make_session(str(path), settings, providers)
+        on_tensorrt = any(name == ExecutionProvider.TENSORRT for name, _ in providers)
+        profile = _recogniser_profile(path, settings) if on_tensorrt else None
+        self.session = make_session(str(path), settings, providers, profile)
         # insightface decides mean/std from the graph's first node names; reuse its decision.
         reference = ArcFaceONNX(model_file=str(path), session=self.session)
         self.input_mean = float(reference.input_mean)
@@ -382,7 +482,18 @@ class Recognizer:
         blob = cv2.dnn.blobFromImages(
             list(crops_bgr), 1.0 / self.input_std, self.input_size, (mean, mean, mean), swapRB=True
         )
-        return self.session.run(self.output_names, {self.input_name: blob})[0]
+        return run_session(self.session, self.input_name, blob, self.output_names)[0]
+
+
+def _recogniser_profile(path: Path, settings: EmbedderSettings) -> BatchProfile | None:
+    """A profile for a recogniser whose batch axis is dynamic; None when the graph fixes it."""
+    model = onnx.load(str(path), load_external_data=False)
+    initializers = {t.name for t in model.graph.initializer}
+    graph_input = next(i for i in model.graph.input if i.name not in initializers)
+    dims = graph_input.type.tensor_type.shape.dim
+    if dims[0].HasField("dim_value") and dims[0].dim_value > 0:
+        return None
+    return BatchProfile(graph_input.name, tuple(d.dim_value for d in dims[1:]), settings.batching.max_batch_size)
 
 
 @dataclass

@@ -4,8 +4,15 @@
 #
 # onnxruntime-gpu 1.31 from PyPI is built against CUDA 13 and cuDNN 9 (its CUDA provider links
 # libcudart.so.13 / libcublas.so.13 and loads libcudnn.so.9), so the base is a CUDA 13 cuDNN runtime
-# image. The host needs an NVIDIA driver new enough for CUDA 13 (>= 580). TensorRT is not in this base:
-# EMBEDDER_EXECUTION_PROVIDER=auto falls back to CUDA.
+# image. The host needs an NVIDIA driver new enough for CUDA 13 (>= 580).
+#
+# TensorRT: onnxruntime-gpu 1.31's TensorRT EP links libnvinfer.so.10, so TensorRT 10 for CUDA 13
+# (`tensorrt-cu13-libs` 10.x). Its PyPI package is a stub that downloads the real wheel from NVIDIA's
+# index when installed, which the lock file cannot pin, so it is installed with pip after the locked
+# sync (TENSORRT_VERSION; empty = no TensorRT, and `auto` uses CUDA). The embedder loads it from
+# site-packages itself. Engines are built on first start and cached in EMBEDDER_TENSORRT_CACHE_DIR:
+# mount a volume there (deploy/k8s/components/gpu does).
+# The `gpu` dependency group adds nvImageCodec (nvJPEG), which decodes JPEGs on the GPU.
 #
 # Build from the repository root:
 #   docker build -f deploy/docker/embedder-gpu.Dockerfile -t facesearch-embedder:gpu .
@@ -40,7 +47,11 @@ COPY embedder_service ./embedder_service
 COPY search_service ./search_service
 # The README's "Production install" step, verbatim (a test keeps the two in step).
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --extra embedder
+    uv sync --locked --no-dev --no-editable --extra embedder --group gpu
+ARG TENSORRT_VERSION=10.16.1.11
+RUN if [ -n "$TENSORRT_VERSION" ]; then \
+        uv pip install --python /opt/facesearch/venv/bin/python --no-cache "tensorrt-cu13-libs==${TENSORRT_VERSION}"; \
+    fi
 
 FROM python-base AS runtime
 ARG MODEL_PACK=buffalo_l
@@ -60,7 +71,8 @@ ENV PATH=/opt/facesearch/venv/bin:$PATH \
     EMBEDDER_MODELS_DIR=/opt/facesearch/models \
     EMBEDDER_MODEL_PACK=${MODEL_PACK} \
     EMBEDDER_ALLOW_DOWNLOAD=false \
-    EMBEDDER_EXECUTION_PROVIDER=auto
+    EMBEDDER_EXECUTION_PROVIDER=auto \
+    EMBEDDER_TENSORRT_CACHE_DIR=/var/cache/facesearch/tensorrt
 USER 10001:10001
 EXPOSE 50051 9101
 HEALTHCHECK --interval=10s --timeout=5s --start-period=300s --retries=3 \

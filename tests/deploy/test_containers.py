@@ -20,12 +20,20 @@ DOCKER = DEPLOY / "docker"
 SERVICE_DOCKERFILES = {
     "search.Dockerfile": "search",
     "embedder-cpu.Dockerfile": "embedder",
-    "embedder-gpu.Dockerfile": "embedder",
+    # The GPU image adds the `gpu` dependency group (nvImageCodec) to the embedder extra.
+    "embedder-gpu.Dockerfile": "embedder --group gpu",
     "web.Dockerfile": "web",
 }
 # Extra -> (module the image runs, env prefix of its settings).
 ENTRYPOINTS = {"search": "search_service", "embedder": "embedder_service", "web": "facesearch.web"}
 ENV_PREFIXES = {"search": "SEARCH_", "embedder": "EMBEDDER_", "web": "FACESEARCH_WEB_"}
+
+
+def _extra(name: str) -> str:
+    """The extra a Dockerfile installs (its `uv sync` may add a dependency group)."""
+    return SERVICE_DOCKERFILES[name].split()[0]
+
+
 # Distributions that only make sense with a GPU; none may reach the search image.
 GPU_DISTRIBUTIONS = re.compile(r"^(onnxruntime-gpu|nvidia-[a-z0-9-]+|tensorrt[a-z0-9-]*|cupy[a-z0-9-]*|torch)==")
 
@@ -73,7 +81,7 @@ def test_dockerfile_is_multi_stage_non_root_and_pins_uv(name: str) -> None:
     assert uv_version, "the Makefile pins the uv version it bootstraps"
     assert f"uv=={uv_version[1]}" in runs, "the image pins the same uv version as the Makefile"
     entrypoint = next(args for keyword, args in reversed(instructions) if keyword == "ENTRYPOINT")
-    assert entrypoint == f'["python", "-m", "{ENTRYPOINTS[SERVICE_DOCKERFILES[name]]}"]'
+    assert entrypoint == f'["python", "-m", "{ENTRYPOINTS[_extra(name)]}"]'
     # The runtime stage gets the venv only (the project is installed into it, --no-editable).
     copies = [args for keyword, args in instructions if keyword == "COPY" and "--from=build" in args]
     assert copies and all("/opt/facesearch/venv" in c for c in copies)
@@ -86,7 +94,7 @@ def test_dockerfile_env_vars_are_settings_fields(name: str) -> None:
         if keyword == "ENV":
             env.update(pair.split("=", 1) for pair in shlex.split(args))
     service_vars = {k: v for k, v in env.items() if k.startswith(tuple(ENV_PREFIXES.values()))}
-    prefix = ENV_PREFIXES[SERVICE_DOCKERFILES[name]]
+    prefix = ENV_PREFIXES[_extra(name)]
     assert service_vars and all(k.startswith(prefix) for k in service_vars)
     errors = [env_field_error(k) for k in service_vars]
     assert not [e for e in errors if e], errors

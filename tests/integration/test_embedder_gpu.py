@@ -33,3 +33,48 @@ async def test_pipeline_runs_on_cuda_and_matches_cpu(model_pack, embedder_server
     for g, c in zip(on_gpu.faces, on_cpu.faces, strict=True):
         assert abs(g.box.x1 - c.box.x1) <= 1 and abs(g.box.y2 - c.box.y2) <= 1
         assert float(np.dot(g.embedding, c.embedding)) >= 0.999
+
+
+def _tensorrt_loadable() -> bool:
+    import ctypes
+
+    import onnxruntime as ort
+
+    from embedder_service.models import _preload_tensorrt
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        return False
+    _preload_tensorrt()
+    try:
+        ctypes.CDLL("libnvinfer.so.10")
+    except OSError:
+        return False
+    return True
+
+
+@pytest.mark.skipif(not _tensorrt_loadable(), reason="needs TensorRT 10 (tensorrt-cu13-libs)")
+async def test_tensorrt_fp16_builds_engines_once_and_matches_cpu(model_pack, embedder_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    photo = faces.make_photo([faces.FaceSpec(200, 180, 60, 1), faces.FaceSpec(470, 300, 35, 2)], (640, 480))
+    request = embedder_pb2.EmbedRequest(input=embedder_pb2.ImageInput(encoded_image=photo))
+    cache = tmp_path / "trt"
+    for start in ("first", "second"):
+        async with embedder_running(
+            model_pack, execution_provider="TensorrtExecutionProvider", tensorrt_cache_dir=cache
+        ) as gpu:
+            async with grpc.aio.insecure_channel(gpu.target) as channel:
+                stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
+                info = await stub.GetModelInfo(embedder_pb2.GetModelInfoRequest())
+                assert info.execution_provider == "TensorrtExecutionProvider"
+                on_gpu = await stub.Embed(request)
+        engines = sorted(p.name for p in cache.iterdir() if p.suffix == ".engine")
+        if start == "first":
+            built = engines
+            assert built, "the first start wrote no engine to the cache"
+        else:
+            assert engines == built, "the second start built engines again instead of loading them"
+    async with grpc.aio.insecure_channel(embedder_server.target) as channel:
+        on_cpu = await embedder_pb2_grpc.EmbedderServiceStub(channel).Embed(request)
+    assert len(on_gpu.faces) == len(on_cpu.faces) == 2
+    for g, c in zip(on_gpu.faces, on_cpu.faces, strict=True):
+        assert abs(g.box.x1 - c.box.x1) <= 1 and abs(g.box.y2 - c.box.y2) <= 1
+        assert float(np.dot(g.embedding, c.embedding)) >= 0.999  # FP16

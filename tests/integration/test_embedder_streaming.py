@@ -151,7 +151,7 @@ async def test_stream_backpressure_bounds_images_in_flight(model_pack) -> None: 
 
 
 async def test_overload_answers_resource_exhausted_and_recovers(model_pack) -> None:  # type: ignore[no-untyped-def]
-    async with embedder_running(model_pack, max_images_in_flight=1) as server:
+    async with embedder_running(model_pack, max_decoded_pixels_in_flight=1) as server:
         async with grpc.aio.insecure_channel(server.target) as channel:
             stub = embedder_pb2_grpc.EmbedderServiceStub(channel)
             calls = [

@@ -205,3 +205,28 @@ def test_offline_start_fails_with_a_message_saying_what_to_do(allow_download: bo
     message = str(caught.value)
     assert str(tmp_path / "buffalo_l") in message
     assert "EMBEDDER_MODELS_DIR" in message and "python -m tests.model_pack" in message
+
+
+def test_tensorrt_gets_fp16_an_engine_cache_and_cuda_behind_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    settings = EmbedderSettings(execution_provider="TensorrtExecutionProvider", tensorrt_cache_dir=tmp_path / "trt")
+    (trt, trt_options), (cuda, _), (cpu, _) = provider_candidates(settings)
+    assert (trt, cuda, cpu) == ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+    assert trt_options["trt_fp16_enable"] == "True" and trt_options["trt_engine_cache_enable"] == "True"
+    assert trt_options["trt_engine_cache_path"] == trt_options["trt_timing_cache_path"] == str(tmp_path / "trt")
+    off = provider_candidates(settings.model_copy(update={"tensorrt_fp16": False}))
+    assert off[0][1]["trt_fp16_enable"] == "False"
+
+
+def test_tensorrt_profiles_cover_batch_one_to_the_largest_batch(model_pack) -> None:  # type: ignore[no-untyped-def]
+    from embedder_service.models import BatchProfile, _recogniser_profile
+
+    profile = _recogniser_profile(model_pack.recogniser_path, EmbedderSettings(batching={"max_batch_size": 64}))
+    assert profile is not None and profile.max_batch == 64
+    options = profile.provider_options()
+    assert options["trt_profile_min_shapes"] == f"{profile.input_name}:1x3x112x112"
+    assert (
+        options["trt_profile_opt_shapes"] == options["trt_profile_max_shapes"] == f"{profile.input_name}:64x3x112x112"
+    )
+    assert (
+        BatchProfile("input.1", (3, 640, 640), 8).provider_options()["trt_profile_max_shapes"] == "input.1:8x3x640x640"
+    )
