@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from facesearch.errors import status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
+from facesearch.tls import ServerTlsSettings, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +133,8 @@ class ServerOptions:
     max_connection_age_grace_s: float
     keepalive_time_s: float
     keepalive_timeout_s: float
+    tls: ServerTlsSettings | None = None
+    reflection: bool = True
 
     @classmethod
     def from_settings(cls, settings: Any) -> ServerOptions:
@@ -144,6 +147,8 @@ class ServerOptions:
             max_connection_age_grace_s=settings.max_connection_age_grace_s,
             keepalive_time_s=settings.keepalive_time_s,
             keepalive_timeout_s=settings.keepalive_timeout_s,
+            tls=settings.tls,
+            reflection=settings.reflection,
         )
 
     def channel_args(self) -> list[tuple[str, int]]:
@@ -165,13 +170,19 @@ class GrpcServer:
     """A grpc.aio server with the interceptor, health and reflection wired in.
 
     Health reports NOT_SERVING until `set_serving()` (call it once models are warm / the database
-    is ready), and again from the start of `stop()`.
+    is ready), and again from the start of `stop()`. `interceptors` run inside the shared one, so
+    the errors they raise are mapped like any handler's.
     """
 
-    def __init__(self, service_label: str, options: ServerOptions) -> None:
+    def __init__(
+        self,
+        service_label: str,
+        options: ServerOptions,
+        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.options = options
         self.server = grpc.aio.server(
-            interceptors=[ErrorAndMetricsInterceptor(service_label)],
+            interceptors=[ErrorAndMetricsInterceptor(service_label), *interceptors],
             options=options.channel_args(),
         )
         self.health = health.aio.HealthServicer()
@@ -185,11 +196,16 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Binds, starts serving (health NOT_SERVING) and returns the port bound."""
-        reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        if self.options.reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
         address = f"{self.options.host}:{self.options.port}"
-        self.port = self.server.add_insecure_port(address)
+        tls = self.options.tls
+        if tls is not None and tls.enabled:
+            self.port = self.server.add_secure_port(address, server_credentials(tls))
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {address}")
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)

@@ -14,6 +14,9 @@ from facesearch.errors import FaceSearchError
 from facesearch.observability import start_metrics_server
 from facesearch.serving import GrpcServer, ServerOptions, run_until_signalled
 from facesearch.v1 import search_pb2, search_pb2_grpc
+from search_service.api_keys import ApiKeyStore
+from search_service.auth import build_authenticator, check_exposure
+from search_service.auth_interceptor import AuthInterceptor
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
@@ -80,6 +83,7 @@ async def embedding_dim(embedder: EmbedderClient) -> int:
 
 async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     """Starts everything and reports SERVING once the database is migrated and the pool is open."""
+    check_exposure(settings)
     embedded = None
     url = settings.database_url
     if not url:
@@ -88,6 +92,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     log.info("database ready (pgvector %s)", database.pgvector)
     embedder = EmbedderClient(settings.embedder_target, settings.embedder, settings.max_message_bytes)
     try:
+        authenticator = build_authenticator(settings.auth, settings.default_tenant, ApiKeyStore(database.pool))
         dim = await embedding_dim(embedder)
     except Exception:
         await embedder.close()
@@ -100,15 +105,11 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         indexer,
         SearchEngine(repository, embedder, settings, dim),
         PersonRegistry(repository, embedder, settings, dim),
-        settings.default_tenant,
     )
-    server = GrpcServer(
-        "search",
-        ServerOptions.from_settings(settings),
-    )
+    server = GrpcServer("search", ServerOptions.from_settings(settings), [AuthInterceptor(authenticator)])
     server.add_service(SERVICE_NAME, search_pb2_grpc.add_FaceSearchServiceServicer_to_server, servicer)
     port = await server.start()
-    metrics_port = start_metrics_server(settings.metrics_port) if metrics else 0
+    metrics_port = start_metrics_server(settings.metrics_port, settings.metrics_host) if metrics else 0
     await server.set_serving()
     log.info("search service serving on port %d (metrics on %d)", port, metrics_port)
     return SearchApp(settings, server, database, embedder, indexer, metrics_port, embedded)

@@ -1,5 +1,5 @@
-"""FaceSearchService over gRPC: converts protos to domain types and back, reads the tenant from
-the `x-tenant-id` metadata, and leaves the work to the core layer. Errors are raised, and mapped to
+"""FaceSearchService over gRPC: converts protos to domain types and back, acts for the tenant the
+auth interceptor verified (search_service.auth), and leaves the work to the core layer. Errors are raised, and mapped to
 status codes by the shared interceptor (in a stream: into that item's own status)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from google.rpc import status_pb2
 
 from facesearch.errors import InvalidArgument, status_of
 from facesearch.v1 import face_pb2, search_pb2, search_pb2_grpc
-from search_service import validation
+from search_service.auth import current_principal
 from search_service.catalog import Catalog
 from search_service.domain import (
     Box,
@@ -34,8 +34,6 @@ from search_service.domain import (
 from search_service.indexing import Indexer
 from search_service.persons import PersonRegistry
 from search_service.search import SearchEngine
-
-TENANT_METADATA_KEY = "x-tenant-id"
 
 _OUTCOMES = {
     IndexOutcome.CREATED: search_pb2.INDEX_OUTCOME_CREATED,
@@ -215,21 +213,15 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         indexer: Indexer,
         engine: SearchEngine,
         persons: PersonRegistry,
-        default_tenant: str,
     ) -> None:
         self._catalog = catalog
         self._indexer = indexer
         self._engine = engine
         self._persons = persons
-        self._default_tenant = default_tenant
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> str:
-        for key, value in context.invocation_metadata() or ():
-            if key == TENANT_METADATA_KEY:
-                return validation.tenant(value)
-        if not self._default_tenant:
-            raise InvalidArgument(f"the call needs `{TENANT_METADATA_KEY}` metadata")
-        return self._default_tenant
+        """The verified caller's tenant; never read from metadata here (AuthInterceptor did)."""
+        return current_principal().tenant
 
     async def CreateCollection(
         self, request: search_pb2.CreateCollectionRequest, context: grpc.aio.ServicerContext
