@@ -1,5 +1,5 @@
 """The `facesearch` command for people at a terminal: `up` runs the stack locally, `index` and
-`search` talk to a running search service."""
+`search` talk to a running search service, `keys` manages its API keys."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ("up", "index", "search")
+COMMANDS = ("up", "index", "search", "keys")
 
 
 def build_parser() -> argparse.ArgumentParser:

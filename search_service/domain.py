@@ -139,6 +139,8 @@ class PhotoMatch:
     # Internal keys of the keyset cursor.
     distance: float = 0.0
     photo_key: int = 0
+    # The opaque id clients see for `face_id` (search_service.public_ids).
+    public_face_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -420,7 +420,7 @@ class Repository:
                 "SELECT embedding FROM faces WHERE collection_id = $1 AND id = $2", collection_id, face_id
             )
         if value is None:
-            raise NotFound(f"face {face_id} not found")
+            raise NotFound("face not found")  # the internal id is never shown
         return value.to_numpy()
 
     # --- persons -------------------------------------------------------------------------

@@ -5,8 +5,7 @@ than top_k photos when that many match) and pages with an opaque cursor bound to
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
+import dataclasses
 import hashlib
 import json
 from collections.abc import Mapping
@@ -15,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from facesearch.errors import InvalidArgument, NotFound
+from facesearch.errors import InvalidArgument
 from search_service import validation
 from search_service.config import SearchSettings
 from search_service.domain import (
@@ -31,6 +30,7 @@ from search_service.domain import (
 )
 from search_service.embedder_client import EmbedderClient
 from search_service.faces import best_face
+from search_service.public_ids import PublicIds
 from search_service.repository import Repository
 from search_service.sql import Cursor
 
@@ -46,16 +46,17 @@ class PageToken:
     cursor: Cursor
     query_hash: str
 
-    def encode(self) -> str:
+    def encode(self, ids: PublicIds) -> str:
+        """Sealed (encrypted and authenticated): the cursor holds an internal photo key."""
         payload = {"d": self.cursor.distance, "k": self.cursor.photo_key, "q": self.query_hash}
-        return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+        return ids.seal(json.dumps(payload, separators=(",", ":")).encode())
 
     @classmethod
-    def decode(cls, token: str, query_hash: str) -> PageToken:
+    def decode(cls, token: str, query_hash: str, ids: PublicIds) -> PageToken:
         try:
-            payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
+            payload = json.loads(ids.open(token))
             parsed = cls(Cursor(float(payload["d"]), int(payload["k"])), str(payload["q"]))
-        except (binascii.Error, ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError):
             raise InvalidArgument("page_token is not a token this service issued") from None
         if parsed.query_hash != query_hash:
             raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
@@ -120,12 +121,19 @@ def _match(row: Mapping[str, Any]) -> PhotoMatch:
 
 class SearchEngine:
     def __init__(
-        self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
+        self,
+        repository: Repository,
+        embedder: EmbedderClient,
+        settings: SearchSettings,
+        embedding_dim: int,
+        ids: PublicIds | None = None,
     ) -> None:
         self._repo = repository
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
+        # The server passes the database's shared key; a random one serves tests and tools.
+        self._ids = ids or PublicIds.ephemeral()
 
     async def search(self, tenant: str, query: SearchQuery) -> SearchResult:
         top_k = validation.top_k(query.top_k, DEFAULT_TOP_K, self._settings.max_top_k)
@@ -136,7 +144,7 @@ class SearchEngine:
         if not vectors:
             return SearchResult(matches=[], query_faces=query_faces, no_face_reason=reason)
         bound_to = query_hash(collection.id, vectors, query.filter, min_similarity)
-        cursor = PageToken.decode(query.page_token, bound_to).cursor if query.page_token else None
+        cursor = PageToken.decode(query.page_token, bound_to, self._ids).cursor if query.page_token else None
         max_distance = None if min_similarity is None else 1.0 - min_similarity
         if collection.hnsw_indexed and len(vectors) == 1:
             matches = await self._search_ann(collection, vectors[0], query.filter, max_distance, cursor, top_k + 1)
@@ -145,8 +153,11 @@ class SearchEngine:
         token = ""
         if len(matches) > top_k:
             last = matches[top_k - 1]
-            token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode()
-        return SearchResult(matches=matches[:top_k], next_page_token=token, query_faces=query_faces)
+            token = PageToken(Cursor(last.distance, last.photo_key), bound_to).encode(self._ids)
+        page = [
+            dataclasses.replace(m, public_face_id=self._ids.face_id(collection.id, m.face_id)) for m in matches[:top_k]
+        ]
+        return SearchResult(matches=page, next_page_token=token, query_faces=query_faces)
 
     async def _vectors(
         self, collection: Collection, query: SearchQuery
@@ -155,12 +166,7 @@ class SearchEngine:
         if query.kind is QueryKind.EMBEDDING:
             return [validation.embedding(list(query.embedding), self.embedding_dim)], [], ""
         if query.kind is QueryKind.FACE_ID:
-            try:
-                face_id = int(query.face_id)
-            except ValueError:
-                raise InvalidArgument(f"face_id {query.face_id[:40]!r} is not a face id") from None
-            if not 0 < face_id < 2**63:
-                raise NotFound(f"face {query.face_id[:40]} not found")
+            face_id = self._ids.parse_face_id(collection.id, query.face_id)
             return [await self._repo.face_embedding(collection.id, face_id)], [], ""
         if query.kind is QueryKind.IMAGE:
             validation.image_bytes(query.image)

@@ -25,6 +25,7 @@ from search_service.embedder_client import EmbedderClient
 from search_service.indexing import Indexer
 from search_service.migrations import EMBEDDING_DIM
 from search_service.persons import PersonRegistry
+from search_service.public_ids import load_public_ids
 from search_service.repository import Repository
 from search_service.search import SearchEngine
 from search_service.servicer import FaceSearchServicer
@@ -93,6 +94,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     embedder = EmbedderClient(settings.embedder_target, settings.embedder, settings.max_message_bytes)
     try:
         authenticator = build_authenticator(settings.auth, settings.default_tenant, ApiKeyStore(database.pool))
+        ids = await load_public_ids(database.pool)
         dim = await embedding_dim(embedder)
     except Exception:
         await embedder.close()
@@ -103,7 +105,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
-        SearchEngine(repository, embedder, settings, dim),
+        SearchEngine(repository, embedder, settings, dim, ids),
         PersonRegistry(repository, embedder, settings, dim),
     )
     server = GrpcServer("search", ServerOptions.from_settings(settings), [AuthInterceptor(authenticator)])

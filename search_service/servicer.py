@@ -277,7 +277,7 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
             matches=[
                 search_pb2.PhotoMatch(
                     photo_id=m.photo_id,
-                    face_id=str(m.face_id),
+                    face_id=m.public_face_id,
                     box=box_proto(m.box),
                     similarity=m.similarity,
                     metadata=dict_to_struct(m.metadata),

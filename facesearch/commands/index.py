@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from tqdm import tqdm
 
+from facesearch.commands.security import add_security_options, credential_metadata, open_channel
 from facesearch.v1 import search_pb2, search_pb2_grpc
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp"})
@@ -32,11 +33,14 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         default=default_target(),
         help="search service address (default: localhost:$SEARCH_GRPC_PORT, i.e. %(default)s)",
     )
-    parser.add_argument("--tenant", default="", help="tenant sent as x-tenant-id (default: the server's)")
+    parser.add_argument(
+        "--tenant", default="", help="tenant sent as x-tenant-id (SEARCH_AUTH__MODE=none; an API key names its own)"
+    )
+    add_security_options(parser)
 
 
 def call_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return (("x-tenant-id", args.tenant),) if args.tenant else ()
+    return ((("x-tenant-id", args.tenant),) if args.tenant else ()) + credential_metadata(args)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -107,7 +111,7 @@ async def ensure_collection(stub: search_pb2_grpc.FaceSearchServiceStub, name: s
 async def index_directory(args: argparse.Namespace, directory: Path, images: list[Path]) -> int:
     metadata = call_metadata(args)
     summary = Summary()
-    async with grpc.aio.insecure_channel(args.target) as channel:
+    async with open_channel(args) as channel:
         stub = search_pb2_grpc.FaceSearchServiceStub(channel)
         try:
             if await ensure_collection(stub, args.collection, metadata):

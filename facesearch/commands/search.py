@@ -11,6 +11,7 @@ from pathlib import Path
 import grpc
 
 from facesearch.commands.index import add_connection_options, call_metadata
+from facesearch.commands.security import open_channel
 from facesearch.v1 import search_pb2, search_pb2_grpc
 
 
@@ -54,7 +55,7 @@ async def search(args: argparse.Namespace, image: bytes) -> int:
     )
     if args.min_similarity is not None:
         request.min_similarity = args.min_similarity
-    async with grpc.aio.insecure_channel(args.target) as channel:
+    async with open_channel(args) as channel:
         stub = search_pb2_grpc.FaceSearchServiceStub(channel)
         try:
             reply = await stub.Search(request, metadata=call_metadata(args), timeout=60)
