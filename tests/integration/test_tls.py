@@ -1,0 +1,155 @@
+"""TLS and mutual TLS end to end with certificates the test makes: the CLI to the search service
+and the search service to the embedder, both with client certificates; calls without a valid
+certificate are refused; a certificate renewed on disk is served without a restart."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from facesearch.cli import build_parser
+from facesearch.v1 import search_pb2, search_pb2_grpc
+from tests.certs import CertificateAuthority, write_atomically
+from tests.faces import FaceSpec, make_photo, selfie
+from tests.fixtures.embedder import embedder_running
+from tests.fixtures.search import search_running
+
+
+async def cli(argv: list[str]) -> int:
+    args = build_parser().parse_args(argv)
+    return await asyncio.to_thread(args.func, args)
+
+
+def tls_channel(target: str, ca: Path, cert: Any = None) -> grpc.aio.Channel:
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=ca.read_bytes(),
+        private_key=cert.key_file.read_bytes() if cert else None,
+        certificate_chain=cert.cert_file.read_bytes() if cert else None,
+    )
+    # A channel of its own, so a handshake made by an earlier channel is never reused.
+    return grpc.aio.secure_channel(target, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
+
+
+async def list_code(channel: grpc.aio.Channel) -> grpc.StatusCode:
+    stub = search_pb2_grpc.FaceSearchServiceStub(channel)
+    try:
+        await stub.ListCollections(search_pb2.ListCollectionsRequest(), timeout=10)
+    except grpc.aio.AioRpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+async def test_mutual_tls_cli_to_search_to_embedder(
+    model_pack: Any, database_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pki = tmp_path / "pki"
+    ca = CertificateAuthority.create(pki)
+    embedder_cert = ca.issue(pki, "embedder")
+    search_cert = ca.issue(pki, "search")
+    search_client = ca.issue(pki, "search-client", server=False, client=True)
+    cli_client = ca.issue(pki, "cli-client", server=False, client=True)
+    stranger_ca = CertificateAuthority.create(tmp_path / "other", "stranger-ca")
+    stranger = stranger_ca.issue(tmp_path / "other", "stranger", server=False, client=True)
+
+    server_tls = {
+        "cert_file": embedder_cert.cert_file,
+        "key_file": embedder_cert.key_file,
+        "client_ca_file": ca.cert_file,
+    }
+    async with embedder_running(model_pack, tls=server_tls) as embedder:
+        embedder_target = f"localhost:{embedder.port}"
+        client_tls = {"ca_file": ca.cert_file, "cert_file": search_client.cert_file, "key_file": search_client.key_file}
+        search_tls = {
+            "cert_file": search_cert.cert_file,
+            "key_file": search_cert.key_file,
+            "client_ca_file": ca.cert_file,
+        }
+        async with search_running(
+            database_url, embedder_target, embedder={"timeout_s": 10.0, "tls": client_tls}, tls=search_tls
+        ) as search:
+            target = f"localhost:{search.port}"
+            photos = tmp_path / "photos"
+            photos.mkdir()
+            (photos / "a.jpg").write_bytes(make_photo([FaceSpec(200, 200, 70, 31)]))
+            (photos / "b.jpg").write_bytes(make_photo([FaceSpec(300, 220, 60, 32)]))
+            me = tmp_path / "me.jpg"
+            me.write_bytes(selfie(31))
+            creds = [
+                "--ca-file",
+                str(ca.cert_file),
+                "--cert-file",
+                str(cli_client.cert_file),
+                "--key-file",
+                str(cli_client.key_file),
+            ]
+            # CLI -> search (mTLS) -> embedder (mTLS): faces are found and stored.
+            assert await cli(["index", "tls-event", str(photos), "--target", target, *creds, "--no-progress"]) == 0
+            assert "faces: 2" in capsys.readouterr().out
+            assert (
+                await cli(["search", "tls-event", str(me), "--target", target, *creds, "--min-similarity", "0.8"]) == 0
+            )
+            rows = capsys.readouterr().out.strip().splitlines()[2:]
+            assert [row.split()[1] for row in rows] == ["a.jpg"]
+
+            # Without a client certificate, with one of another CA, or in plaintext: refused.
+            assert await cli(["search", "tls-event", str(me), "--target", target, "--ca-file", str(ca.cert_file)]) == 1
+            assert "UNAVAILABLE" in capsys.readouterr().err
+            wrong = ["--cert-file", str(stranger.cert_file), "--key-file", str(stranger.key_file)]
+            assert (
+                await cli(["search", "tls-event", str(me), "--target", target, "--ca-file", str(ca.cert_file), *wrong])
+                == 1
+            )
+            assert "UNAVAILABLE" in capsys.readouterr().err
+            async with grpc.aio.insecure_channel(target) as plaintext:
+                assert await list_code(plaintext) == grpc.StatusCode.UNAVAILABLE
+
+        # A search service without a client certificate cannot use the embedder.
+        no_cert = {"ca_file": ca.cert_file}
+        async with search_running(
+            database_url, embedder_target, embedder={"timeout_s": 10.0, "tls": no_cert}
+        ) as search:
+            async with grpc.aio.insecure_channel(search.target) as channel:
+                stub = search_pb2_grpc.FaceSearchServiceStub(channel)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stub.Search(
+                        search_pb2.SearchRequest(collection="tls-event", image=search_pb2.ImageQuery(image=selfie(31)))
+                    )
+                assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert "embedder" in refused.value.details()
+
+
+async def test_renewed_certificate_is_served_without_restart(
+    search_server: Any, embedder_server: Any, tmp_path: Path
+) -> None:
+    pki = tmp_path / "pki"
+    old_ca = CertificateAuthority.create(pki, "old-ca")
+    issued = old_ca.issue(pki, "search")
+    # The files the server reads, as a mounted Secret would hold them.
+    live = tmp_path / "live"
+    live.mkdir()
+    cert_file, key_file = live / "tls.crt", live / "tls.key"
+    shutil.copy(issued.cert_file, cert_file)
+    shutil.copy(issued.key_file, key_file)
+    async with search_running(
+        search_server.database_url, embedder_server.target, tls={"cert_file": cert_file, "key_file": key_file}
+    ) as search:
+        target = f"localhost:{search.port}"
+        async with tls_channel(target, old_ca.cert_file) as channel:
+            assert await list_code(channel) == grpc.StatusCode.OK
+
+        # cert-manager renews: a new key and certificate (here from a new CA, so the test can tell
+        # which one a handshake got) replace the files in place.
+        new_ca = CertificateAuthority.create(pki, "new-ca")
+        renewed = new_ca.issue(pki / "new", "search")
+        write_atomically(cert_file, renewed.cert_file.read_bytes())
+        write_atomically(key_file, renewed.key_file.read_bytes())
+
+        async with tls_channel(target, new_ca.cert_file) as channel:
+            assert await list_code(channel) == grpc.StatusCode.OK
+        async with tls_channel(target, old_ca.cert_file) as channel:
+            assert await list_code(channel) == grpc.StatusCode.UNAVAILABLE
