@@ -102,6 +102,7 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
         raise
     repository = Repository(database)
     indexer = Indexer(repository, embedder, settings, dim)
+    indexer.start_orphan_sweep()
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
