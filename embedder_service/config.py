@@ -55,6 +55,9 @@ class EmbedderSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     # gRPC server reflection (grpcurl without protos); off in the production overlays.
     reflection: bool = True
+    # Plaintext port serving only grpc.health.v1, for kubelet's gRPC probes when the main port
+    # serves TLS (they speak no TLS); 0 = none.
+    health_port: int = Field(default=0, ge=0, le=65535)
     # EMBEDDER_TLS__CERT_FILE / __KEY_FILE serve TLS; __CLIENT_CA_FILE requires client certificates.
     tls: ServerTlsSettings = ServerTlsSettings()
 

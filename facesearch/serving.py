@@ -135,6 +135,8 @@ class ServerOptions:
     keepalive_timeout_s: float
     tls: ServerTlsSettings | None = None
     reflection: bool = True
+    # A plaintext port serving grpc.health.v1 only (0 = none): kubelet's gRPC probes speak no TLS.
+    health_port: int = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> ServerOptions:
@@ -149,6 +151,7 @@ class ServerOptions:
             keepalive_timeout_s=settings.keepalive_timeout_s,
             tls=settings.tls,
             reflection=settings.reflection,
+            health_port=settings.health_port,
         )
 
     def channel_args(self) -> list[tuple[str, int]]:
@@ -189,6 +192,8 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
         self.port = 0
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
 
     def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
         add_to_server(servicer, self.server)
@@ -208,8 +213,14 @@ class GrpcServer:
             self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {address}")
+        if self.options.health_port:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{self.options.host}:{self.options.health_port}")
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         return self.port
 
     async def set_serving(self) -> None:
@@ -223,6 +234,8 @@ class GrpcServer:
         """Health NOT_SERVING, refuse new calls, give in-flight calls `grace_s` to finish."""
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
 
 async def run_until_signalled(

@@ -97,6 +97,9 @@ class SearchSettings(BaseSettings):
     metrics_host: str = "0.0.0.0"
     # gRPC server reflection (grpcurl without protos); off in the production overlays.
     reflection: bool = True
+    # Plaintext port serving only grpc.health.v1, for kubelet's gRPC probes when the main port
+    # serves TLS (they speak no TLS); 0 = none.
+    health_port: int = Field(default=0, ge=0, le=65535)
     # SEARCH_TLS__CERT_FILE / __KEY_FILE serve TLS; __CLIENT_CA_FILE requires client certificates.
     tls: ServerTlsSettings = ServerTlsSettings()
     # SEARCH_AUTH__MODE. `none` on an address beyond loopback refuses to start unless set explicitly.

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from facesearch.cli import build_parser
 from facesearch.v1 import search_pb2, search_pb2_grpc
@@ -153,3 +158,45 @@ async def test_renewed_certificate_is_served_without_restart(
             assert await list_code(channel) == grpc.StatusCode.OK
         async with tls_channel(target, old_ca.cert_file) as channel:
             assert await list_code(channel) == grpc.StatusCode.UNAVAILABLE
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_tls_server_has_a_plaintext_health_port_and_reflection_can_be_off(
+    search_server: Any, embedder_server: Any, tmp_path: Path
+) -> None:
+    ca = CertificateAuthority.create(tmp_path)
+    issued = ca.issue(tmp_path, "search")
+    health_port = free_port()
+    async with search_running(
+        search_server.database_url,
+        embedder_server.target,
+        tls={"cert_file": issued.cert_file, "key_file": issued.key_file},
+        health_port=health_port,
+        reflection=False,
+        metrics_port=0,
+        metrics_host="127.0.0.1",
+    ) as search:
+        # Probes (kubelet speaks no TLS) get health in plaintext, and nothing else there.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert await list_code(channel) == grpc.StatusCode.UNIMPLEMENTED
+        async with tls_channel(f"localhost:{search.port}", ca.cert_file) as channel:
+            stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+            async def ask() -> AsyncIterator[reflection_pb2.ServerReflectionRequest]:
+                yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+            with pytest.raises(grpc.aio.AioRpcError) as off:
+                async for _ in stub.ServerReflectionInfo(ask()):
+                    pass
+            assert off.value.code() == grpc.StatusCode.UNIMPLEMENTED
+        # The metrics listener on the address it was given.
+        url = f"http://127.0.0.1:{search.app.metrics_port}/metrics"
+        body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
+        assert "facesearch_grpc_server_handled_total" in body
