@@ -200,3 +200,73 @@ async def test_tls_server_has_a_plaintext_health_port_and_reflection_can_be_off(
         url = f"http://127.0.0.1:{search.app.metrics_port}/metrics"
         body = await asyncio.to_thread(lambda: urllib.request.urlopen(url, timeout=10).read().decode())
         assert "facesearch_grpc_server_handled_total" in body
+
+
+async def test_search_uses_a_renewed_client_certificate_to_the_embedder(
+    model_pack: Any, database_url: str, tmp_path: Path
+) -> None:
+    """Both ends of search -> embedder renewed onto a new CA while running: the embedder serves and
+    trusts only the new one, so calls succeed again only once the search service presents its
+    renewed client certificate and trusts the new CA (read from disk, no restart)."""
+    pki = tmp_path / "pki"
+    old_ca = CertificateAuthority.create(pki, "old-ca")
+    live_embedder, live_search = tmp_path / "embedder", tmp_path / "search"
+    live_embedder.mkdir()
+    live_search.mkdir()
+
+    def install(ca: CertificateAuthority, where: Path) -> None:
+        server = ca.issue(where / "issued", "embedder")
+        client = ca.issue(where / "issued", "search-client", server=False, client=True)
+        for source, target in (
+            (server.cert_file, live_embedder / "tls.crt"),
+            (server.key_file, live_embedder / "tls.key"),
+            (ca.cert_file, live_embedder / "ca.crt"),
+            (client.cert_file, live_search / "tls.crt"),
+            (client.key_file, live_search / "tls.key"),
+            (ca.cert_file, live_search / "ca.crt"),
+        ):
+            write_atomically(target, source.read_bytes())
+
+    install(old_ca, pki / "old")
+    server_tls = {
+        "cert_file": live_embedder / "tls.crt",
+        "key_file": live_embedder / "tls.key",
+        "client_ca_file": live_embedder / "ca.crt",
+    }
+    client_tls = {
+        "ca_file": live_search / "ca.crt",
+        "cert_file": live_search / "tls.crt",
+        "key_file": live_search / "tls.key",
+        "reload_interval_s": 0.5,
+    }
+    # Short connection age: the search service's connections are remade (new handshakes) often.
+    async with embedder_running(
+        model_pack, tls=server_tls, max_connection_age_s=1.0, max_connection_age_grace_s=1.0
+    ) as embedder:
+        async with search_running(
+            database_url, f"localhost:{embedder.port}", embedder={"timeout_s": 10.0, "tls": client_tls}
+        ) as search:
+            async with grpc.aio.insecure_channel(search.target) as channel:
+                stub = search_pb2_grpc.FaceSearchServiceStub(channel)
+                await stub.CreateCollection(search_pb2.CreateCollectionRequest(name="renewal"))
+                query = search_pb2.SearchRequest(collection="renewal", image=search_pb2.ImageQuery(image=selfie(61)))
+
+                async def search_code() -> grpc.StatusCode:
+                    try:
+                        await stub.Search(query, timeout=15)
+                    except grpc.aio.AioRpcError as exc:
+                        return exc.code()
+                    return grpc.StatusCode.OK
+
+                assert await search_code() == grpc.StatusCode.OK
+                install(CertificateAuthority.create(pki, "new-ca"), pki / "new")
+                # Past the old connections' age and grace (with jitter): every call now needs a
+                # new handshake, which only the renewed credentials pass.
+                await asyncio.sleep(4.0)
+                codes = []
+                for _ in range(40):  # up to ~20 s
+                    codes.append(await search_code())
+                    if codes[-1] == grpc.StatusCode.OK:
+                        break
+                    await asyncio.sleep(0.5)
+                assert codes[-1] == grpc.StatusCode.OK, codes
