@@ -456,3 +456,33 @@ async def test_mode_none_refuses_to_listen_beyond_loopback_unless_explicit(
             assert code == grpc.StatusCode.INVALID_ARGUMENT
     finally:
         await app.stop(grace_s=0.5)
+
+
+async def test_cli_sends_the_api_key(
+    api_key_server: RunningSearch,
+    auth_database_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    key = (await create_key(monkeypatch, auth_database_url, "tenant-cli"))["key"]
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "a.jpg").write_bytes(make_photo([FaceSpec(200, 200, 70, 71)]))
+    target = ["--target", api_key_server.target, "--no-progress"]
+
+    def run(argv: list[str]) -> int:
+        args = build_parser().parse_args(argv)
+        return args.func(args)
+
+    capsys.readouterr()
+    assert await asyncio.to_thread(run, ["index", "cli-keyed", str(photos), *target]) == 2
+    assert "UNAUTHENTICATED: missing credentials" in capsys.readouterr().err
+    assert await asyncio.to_thread(run, ["index", "cli-keyed", str(photos), *target, "--api-key", key]) == 0
+    assert "faces: 1" in capsys.readouterr().out
+    # FACESEARCH_API_KEY is the flag's default.
+    monkeypatch.setenv("FACESEARCH_API_KEY", key)
+    me = tmp_path / "me.jpg"
+    me.write_bytes(selfie(71))
+    assert await asyncio.to_thread(run, ["search", "cli-keyed", str(me), "--target", api_key_server.target]) == 0
+    assert "a.jpg" in capsys.readouterr().out
