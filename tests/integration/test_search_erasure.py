@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import shutil
+import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import numpy as np
+import pgserver
 import pytest
 from pgvector.asyncpg import register_vector
 
@@ -145,11 +148,25 @@ async def test_deleting_a_photo_erases_its_faces_not_an_enrolled_template(
             assert (collection.collection.face_count, collection.collection.person_count) == (0, 0)
 
 
+@pytest.fixture
+def private_database_url() -> Iterator[str]:
+    """A PostgreSQL of this test's own, outside pytest's numbered temp directories: the test forces
+    CHECKPOINTs, which PANIC a server whose data directory a concurrent pytest session's temp-dir
+    rotation removed (several sessions share /tmp/pytest-of-<user> on one machine)."""
+    data_dir = Path(tempfile.mkdtemp(prefix="facesearch-erasure-"))
+    server = pgserver.get_server(data_dir, cleanup_mode="delete")
+    server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
+    yield server.get_uri()
+    server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
+
+
 async def test_deleted_embedding_stays_in_the_data_file_until_vacuum_full(
-    database_url: str, embedder_server: Any
+    private_database_url: str, embedder_server: Any
 ) -> None:
     """What deploy/README.md tells operators: a DELETE leaves the row's bytes in the table file (a
     dead tuple) until VACUUM FULL rewrites the table. Read from the data files themselves."""
+    database_url = private_database_url
     async with search_running(database_url, embedder_server.target) as search:
         conn = await asyncpg.connect(database_url)
         await register_vector(conn)
