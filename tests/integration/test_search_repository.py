@@ -14,7 +14,7 @@ from facesearch.errors import AlreadyExists, NotFound
 from search_service.config import DatabaseSettings
 from search_service.db import Database, open_database
 from search_service.domain import Box, DetectedFace, FaceQuality, IndexOutcome, PhotoWrite, SearchFilter
-from search_service.migrations import migrate
+from search_service.migrations import MIGRATIONS, migrate
 from search_service.repository import Repository
 from search_service.sql import Cursor
 
@@ -54,7 +54,7 @@ async def test_migrations_are_recorded_and_idempotent(database: Database, databa
     try:
         assert await migrate(conn) == []  # already applied by open_database
         versions = [r["version"] for r in await conn.fetch("SELECT version FROM schema_migrations")]
-        assert versions == [1]
+        assert versions == [m.version for m in MIGRATIONS]
         storage = await conn.fetchval(
             "SELECT attstorage FROM pg_attribute WHERE attrelid = 'faces'::regclass AND attname = 'embedding'"
         )
@@ -81,7 +81,7 @@ async def test_concurrent_migrations_do_not_race(database_url: str) -> None:
     finally:
         for c in conns:
             await c.close()
-    assert sorted(len(a) for a in applied) == [0, 0, 1]
+    assert sorted(len(a) for a in applied) == [0, 0, len(MIGRATIONS)]
 
 
 async def test_collections_are_per_tenant(repo: Repository) -> None:
