@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 
 from facesearch.observability import configure_logging
 from search_service.config import SearchSettings
@@ -12,7 +14,12 @@ from search_service.server import serve
 def main() -> None:
     settings = SearchSettings()
     configure_logging(settings.log_level)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except RuntimeError as exc:
+        # A refusal to start (unsafe settings, wrong model width) is a message, not a traceback.
+        logging.getLogger("search_service").error("cannot start: %s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":
