@@ -53,6 +53,11 @@ def _log_build_failure(task: asyncio.Task[bool]) -> None:
         log.error("building an HNSW index failed", exc_info=task.exception())
 
 
+def _log_sweep_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("dropping the HNSW indexes of deleted collections failed", exc_info=task.exception())
+
+
 class Indexer:
     def __init__(
         self, repository: Repository, embedder: EmbedderClient, settings: SearchSettings, embedding_dim: int
@@ -186,7 +191,7 @@ class Indexer:
     def start_orphan_sweep(self) -> None:
         """In the background: drop the HNSW indexes of deleted collections left by an earlier run."""
         self._sweep_task = asyncio.create_task(self._sweep())
-        self._sweep_task.add_done_callback(_log_build_failure)
+        self._sweep_task.add_done_callback(_log_sweep_failure)
 
     async def _sweep(self) -> bool:
         dropped = await self._repo.drop_orphan_hnsw_indexes()
