@@ -20,6 +20,7 @@ from facesearch.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from facesearch.tls import aio_channel
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2
 from search_service.config import EmbedderClientSettings
 from search_service.domain import Box, DetectedFace, EmbedOptions, FaceQuality
@@ -118,9 +119,10 @@ class EmbedderClient:
     def __init__(self, target: str, settings: EmbedderClientSettings, max_message_bytes: int) -> None:
         self.target = target
         self._settings = settings
-        self._channel = grpc.aio.insecure_channel(
+        self._channel = aio_channel(
             target,
-            options=[
+            settings.tls,
+            [
                 ("grpc.service_config", service_config(settings.max_attempts)),
                 ("grpc.enable_retries", 1),
                 ("grpc.max_send_message_length", max_message_bytes),
