@@ -23,6 +23,7 @@ from google.protobuf import field_mask_pb2, struct_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facesearch.cli import build_parser
+from facesearch.commands.common import EXIT_FAILED
 from facesearch.v1 import search_pb2, search_pb2_grpc
 from search_service.auth import is_loopback
 from search_service.config import SearchSettings
@@ -476,7 +477,7 @@ async def test_cli_sends_the_api_key(
         return args.func(args)
 
     capsys.readouterr()
-    assert await asyncio.to_thread(run, ["index", "cli-keyed", str(photos), *target]) == 2
+    assert await asyncio.to_thread(run, ["index", "cli-keyed", str(photos), *target]) == EXIT_FAILED
     assert "UNAUTHENTICATED: missing credentials" in capsys.readouterr().err
     assert await asyncio.to_thread(run, ["index", "cli-keyed", str(photos), *target, "--api-key", key]) == 0
     assert "faces: 1" in capsys.readouterr().out
@@ -486,3 +487,17 @@ async def test_cli_sends_the_api_key(
     me.write_bytes(selfie(71))
     assert await asyncio.to_thread(run, ["search", "cli-keyed", str(me), "--target", api_key_server.target]) == 0
     assert "a.jpg" in capsys.readouterr().out
+    # The management commands take the same key: list the photo, then delete its face by the
+    # opaque id the listing shows.
+    target = ["--target", api_key_server.target]
+    assert await asyncio.to_thread(run, ["collections", "list", "--json", *target]) == 0
+    assert [c["name"] for c in json.loads(capsys.readouterr().out)["collections"]] == ["cli-keyed"]
+    assert await asyncio.to_thread(run, ["photos", "list", "cli-keyed", "--json", *target]) == 0
+    (photo,) = json.loads(capsys.readouterr().out)["photos"]
+    face_id = photo["faces"][0]["face_id"]
+    assert len(face_id) == 22 and not face_id.isdigit()
+    assert await asyncio.to_thread(run, ["photos", "delete-face", "cli-keyed", face_id, *target]) == 0
+    assert f"deleted face {face_id} of photo a.jpg (0 faces left)" in capsys.readouterr().out
+    monkeypatch.setenv("FACESEARCH_API_KEY", "fsk_000000000000_" + "x" * 43)
+    assert await asyncio.to_thread(run, ["photos", "list", "cli-keyed", *target]) == EXIT_FAILED
+    assert "UNAUTHENTICATED: unknown API key 000000000000" in capsys.readouterr().err
