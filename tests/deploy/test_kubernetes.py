@@ -478,3 +478,24 @@ def test_cert_manager_gives_every_hop_tls(overlay_name: str) -> None:
     host = search["SEARCH_EMBEDDER_TARGET"].removeprefix("dns:///").rsplit(":", 1)[0]
     assert host in embedder_cert["dnsNames"]
     assert SEARCH in search_cert["dnsNames"]
+
+
+def test_web_gateway_trusts_the_ca_of_the_search_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the example (cpu overlay: the search service serves TLS from cert-manager) the gateway
+    dials a name the search certificate has and trusts the CA that signed it, mounting only that
+    CA's certificate."""
+    objects = list(_rendered(WEB_EXAMPLE))
+    assert "SEARCH_TLS__CERT_FILE" in literal_env(_container(objects, SEARCH))
+    container = named(objects, "Deployment", WEB)["spec"]["template"]["spec"]["containers"][0]
+    settings = settings_from_env(WebSettings, literal_env(container), monkeypatch)
+    assert settings.tls.ca_file is not None
+    secret, key = _mounted_secret(objects, WEB, str(settings.tls.ca_file))
+    assert key == "ca.crt"
+    volume = next(v for v in named(objects, "Deployment", WEB)["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert [item["key"] for item in volume["secret"]["items"]] == ["ca.crt"], "never the CA's private key"
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(objects, "Certificate")}
+    issuers = {i["metadata"]["name"]: i["spec"] for i in of_kind(objects, "Issuer")}
+    search_cert = certificates["facesearch-search-tls"]
+    assert issuers[search_cert["issuerRef"]["name"]]["ca"]["secretName"] == secret
+    assert certificates[secret]["isCA"] is True
+    assert settings.search_target.removeprefix("dns:///").rsplit(":", 1)[0] in search_cert["dnsNames"]

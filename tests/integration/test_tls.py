@@ -1,6 +1,7 @@
 """TLS and mutual TLS end to end with certificates the test makes: the CLI to the search service
-and the search service to the embedder, both with client certificates; calls without a valid
-certificate are refused; a certificate renewed on disk is served without a restart."""
+and the search service to the embedder, both with client certificates; the web gateway to a TLS
+search service; calls without a valid certificate are refused; a certificate renewed on disk is
+served without a restart."""
 
 from __future__ import annotations
 
@@ -18,11 +19,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from facesearch.cli import build_parser
+from facesearch.commands.common import EXIT_UNAVAILABLE
 from facesearch.v1 import search_pb2, search_pb2_grpc
 from tests.certs import CertificateAuthority, write_atomically
 from tests.faces import FaceSpec, make_photo, selfie
 from tests.fixtures.embedder import embedder_running
 from tests.fixtures.search import search_running
+from tests.fixtures.web import http, web_gateway_running
 
 
 async def cli(argv: list[str]) -> int:
@@ -102,13 +105,11 @@ async def test_mutual_tls_cli_to_search_to_embedder(
             assert [row.split()[1] for row in rows] == ["a.jpg"]
 
             # Without a client certificate, with one of another CA, or in plaintext: refused.
-            assert await cli(["search", "tls-event", str(me), "--target", target, "--ca-file", str(ca.cert_file)]) == 1
+            no_client_cert = ["search", "tls-event", str(me), "--target", target, "--ca-file", str(ca.cert_file)]
+            assert await cli(no_client_cert) == EXIT_UNAVAILABLE
             assert "UNAVAILABLE" in capsys.readouterr().err
             wrong = ["--cert-file", str(stranger.cert_file), "--key-file", str(stranger.key_file)]
-            assert (
-                await cli(["search", "tls-event", str(me), "--target", target, "--ca-file", str(ca.cert_file), *wrong])
-                == 1
-            )
+            assert await cli([*no_client_cert, *wrong]) == EXIT_UNAVAILABLE
             assert "UNAVAILABLE" in capsys.readouterr().err
             async with grpc.aio.insecure_channel(target) as plaintext:
                 assert await list_code(plaintext) == grpc.StatusCode.UNAVAILABLE
@@ -270,3 +271,33 @@ async def test_search_uses_a_renewed_client_certificate_to_the_embedder(
                         break
                     await asyncio.sleep(0.5)
                 assert codes[-1] == grpc.StatusCode.OK, codes
+
+
+async def test_web_gateway_reaches_a_tls_search_service(
+    search_server: Any, embedder_server: Any, tmp_path: Path
+) -> None:
+    """FACESEARCH_WEB_TLS__CA_FILE: the gateway (a process of its own) calls a search service that
+    serves TLS, as the cert-manager component runs it; without the CA it cannot (503)."""
+    ca = CertificateAuthority.create(tmp_path / "pki")
+    issued = ca.issue(tmp_path / "pki", "search")
+    async with search_running(
+        search_server.database_url,
+        embedder_server.target,
+        tls={"cert_file": issued.cert_file, "key_file": issued.key_file},
+    ) as search:
+        target = f"localhost:{search.port}"
+        with web_gateway_running(target, tmp_path / "web", tls__ca_file=str(ca.cert_file), tenant="web-tls") as web:
+            status, _ = await asyncio.to_thread(
+                http,
+                "POST",
+                f"{web.url}/api/collections",
+                b'{"name": "over-tls"}',
+                {"Content-Type": "application/json"},
+            )
+            assert status == 201
+            status, listed = await asyncio.to_thread(http, "GET", f"{web.url}/api/collections")
+            assert status == 200 and [c["name"] for c in listed["collections"]] == ["over-tls"]
+            assert (await asyncio.to_thread(http, "GET", f"{web.url}/readyz"))[0] == 200
+        with web_gateway_running(target, tmp_path / "web-plain", timeout_s="5") as web:
+            status, error = await asyncio.to_thread(http, "GET", f"{web.url}/api/collections")
+            assert status == 503 and error["error"]["code"] == "UNAVAILABLE"
