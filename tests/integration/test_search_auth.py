@@ -344,8 +344,14 @@ async def test_missing_malformed_unknown_and_wrong_keys_are_unauthenticated(
         0
     ] == grpc.StatusCode.OK
     async with grpc.aio.insecure_channel(api_key_server.target) as channel:
-        reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        health = health_pb2_grpc.HealthStub(channel)
+        reply = await health.Check(health_pb2.HealthCheckRequest())
+        # Watch too (a server stream of grpc's own that the shared interceptor wraps like a unary).
+        watch = health.Watch(health_pb2.HealthCheckRequest())
+        first = await asyncio.wait_for(watch.read(), 30)
+        watch.cancel()
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
     # Every failure is audited, with the presented key's id and never its secret.
     failures = [r for r in caplog.records if getattr(r, "audit", "") == "authentication_failure"]
     assert any(r.key_id == real["id"] and r.outcome == "UNAUTHENTICATED" for r in failures)
