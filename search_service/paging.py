@@ -13,10 +13,13 @@ from facesearch.errors import InvalidArgument
 from search_service.public_ids import PublicIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-# What a list page may carry, well under gRPC's default 4 MiB receive limit (clients keep it).
-RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
 # Tokens this service issues are ~150 characters; anything much longer is forged.
 MAX_TOKEN_CHARS = 1024
+
+
+# What a list page may carry (estimated from its rows), well under gRPC's default 4 MiB receive
+# limit. Search and Identify responses are cut by their exact encoded size in the servicer instead.
+RESPONSE_BUDGET_BYTES = 3 * 1024 * 1024
 
 
 def bind(*parts: Any) -> str:

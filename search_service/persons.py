@@ -27,6 +27,7 @@ from search_service.domain import (
 from search_service.embedder_client import EmbedderClient
 from search_service.faces import image_face, source_vector
 from search_service.management_repository import ManagementRepository
+from search_service.paging import RESPONSE_BUDGET_BYTES
 from search_service.public_ids import PublicIds
 from search_service.repository import Repository
 
@@ -138,7 +139,7 @@ class PersonRegistry:
         rows = await self._management.list_persons(found.id, after, size + 1)
         persons = rows[:size]
         # Persons' metadata is at most 16 KiB each: 1000 of them could pass 4 MiB.
-        left, fitted = paging.RESPONSE_BUDGET_BYTES, []
+        left, fitted = RESPONSE_BUDGET_BYTES, []
         for person in persons:
             left -= PERSON_OVERHEAD_BYTES + len(person.external_id) + len(json.dumps(person.metadata))
             if left < 0 and fitted:

@@ -12,6 +12,7 @@ from search_service import paging, validation
 from search_service.config import SearchSettings
 from search_service.domain import Photo, PhotoListQuery, PhotoOrder, PhotoPage, PhotoUpdate
 from search_service.management_repository import ManagementRepository
+from search_service.paging import RESPONSE_BUDGET_BYTES
 from search_service.public_ids import PublicIds
 from search_service.repository import Repository
 from search_service.search import check_filter
@@ -27,7 +28,7 @@ PHOTO_FIELDS = frozenset({"metadata", "taken_time"})
 class ResponseBudget:
     """Counts the bytes a response will carry, so a page stops before 4 MiB."""
 
-    def __init__(self, limit: int = paging.RESPONSE_BUDGET_BYTES) -> None:
+    def __init__(self, limit: int = RESPONSE_BUDGET_BYTES) -> None:
         self.left = limit
 
     def take(self, size: int) -> bool:

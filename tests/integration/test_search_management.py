@@ -160,9 +160,8 @@ async def test_list_photos_pages_in_order_with_faces_and_filters(stub) -> None:
 
 
 async def test_pages_stay_under_four_mebibytes(stub) -> None:
-    """~4.5 MB of metadata in 280 photos of one face: one page of 1000 photos or matches would pass
-    4 MiB; ListPhotos (3 MiB budget) and Search (SEARCH_MAX_RESPONSE_BYTES, 4 MiB) pages stop early
-    and still cover every photo once."""
+    """~4.5 MB of metadata in 300 photos of one face: one page of 1000 photos or matches would pass
+    4 MiB; ListPhotos and Search pages stop early and still cover every photo once."""
     name = unique("big-metadata")
     await stub.CreateCollection(search_pb2.CreateCollectionRequest(name=name))
     image = make_photo([FaceSpec(48, 48, 30, 61)], size=(96, 96))
@@ -170,9 +169,9 @@ async def test_pages_stay_under_four_mebibytes(stub) -> None:
         stub,
         [
             search_pb2.IndexPhotosRequest(
-                collection=name, external_id=f"x{i:03d}", image=image, metadata=struct(blob="m" * 16_000, i=i)
+                collection=name, external_id=f"x{i:03d}", image=image, metadata=struct(blob="m" * 15_000, i=i)
             )
-            for i in range(280)
+            for i in range(300)
         ],
     )
     assert all(r.status.code == 0 and r.faces_indexed == 1 for r in results.values())
@@ -193,7 +192,7 @@ async def test_pages_stay_under_four_mebibytes(stub) -> None:
                 break
             request.page_token = reply.next_page_token
         assert pages >= 2
-        assert sorted(seen) == [f"x{i:03d}" for i in range(280)]
+        assert sorted(seen) == [f"x{i:03d}" for i in range(300)]
 
 
 async def test_get_and_update_photo(stub) -> None:
