@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from facesearch.tls import ServerTlsSettings
+
 
 class ExecutionProvider(StrEnum):
     """onnxruntime execution providers, in the order `auto` tries them."""
@@ -52,6 +54,15 @@ class EmbedderSettings(BaseSettings):
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     grpc_host: str = "[::]"
     metrics_port: int = Field(default=9101, ge=0, le=65535)
+    # Address the /metrics listener binds (127.0.0.1 keeps it off the network).
+    metrics_host: str = "0.0.0.0"
+    # gRPC server reflection (grpcurl without protos); off in the production overlays.
+    reflection: bool = True
+    # Plaintext port serving only grpc.health.v1, for kubelet's gRPC probes when the main port
+    # serves TLS (they speak no TLS); 0 = none.
+    health_port: int = Field(default=0, ge=0, le=65535)
+    # EMBEDDER_TLS__CERT_FILE / __KEY_FILE serve TLS; __CLIENT_CA_FILE requires client certificates.
+    tls: ServerTlsSettings = ServerTlsSettings()
 
     # Where model packs live (<models_dir>/<pack>/*.onnx, insightface's layout).
     models_dir: Path = Path("~/.insightface/models").expanduser()

@@ -59,7 +59,7 @@ async def start_server(settings: EmbedderSettings) -> EmbedderServer:
         await grpc_server.stop(0)
         raise
     servicer.engine = engine
-    metrics_port = start_metrics_server(settings.metrics_port)
+    metrics_port = start_metrics_server(settings.metrics_port, settings.metrics_host)
     await grpc_server.set_serving()
     info = engine.model_info()
     log.info(

@@ -1,5 +1,6 @@
 """The `facesearch` command for people at a terminal and shell scripts: `up` runs the stack locally;
-the other commands talk to a running search service (tables by default, --json for scripts)."""
+`keys` manages the search service's API keys; the other commands talk to a running search service
+(tables by default, --json for scripts)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import importlib
 import sys
 from importlib import metadata
 
-COMMANDS = ("up", "collections", "index", "search", "photos", "persons", "compare", "detect")
+COMMANDS = ("up", "collections", "index", "search", "photos", "persons", "compare", "detect", "keys")
 EPILOG = """exit codes: 0 done; 1 the call failed or some photos did not index; 2 bad usage or invalid
 input; 3 not found; 4 service unavailable or too slow; 5 compare/verify found no match; 130 interrupted.
-Connection: --target/--tenant, or FACESEARCH_TARGET/FACESEARCH_TENANT."""
+Connection: --target/--tenant/--api-key, or FACESEARCH_TARGET/FACESEARCH_TENANT/FACESEARCH_API_KEY;
+TLS: --tls/--ca-file/--cert-file/--key-file, or FACESEARCH_TLS*."""
 
 
 def version() -> str:

@@ -50,6 +50,18 @@ class ResourceExhausted(FaceSearchError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class Unauthenticated(FaceSearchError):
+    """No credential, or one that is malformed, unknown, expired or revoked."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(FaceSearchError):
+    """A valid credential asking for something it may not do (e.g. another tenant)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
 class DeadlineExceeded(FaceSearchError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 

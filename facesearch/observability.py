@@ -30,7 +30,7 @@ def configure_logging(level: str = "INFO") -> None:
     root.setLevel(level.upper())
 
 
-def start_metrics_server(port: int) -> int:
-    """Serves /metrics on `port` (0 = any free port); returns the port bound."""
-    server, _thread = start_http_server(port)
+def start_metrics_server(port: int, host: str = "0.0.0.0") -> int:
+    """Serves /metrics on `host`:`port` (0 = any free port); returns the port bound."""
+    server, _thread = start_http_server(port, addr=host)
     return server.server_port

@@ -22,6 +22,7 @@ from facesearch import memory, wire
 from facesearch.deadline import set_call_deadline
 from facesearch.errors import is_infrastructure_error, status_of
 from facesearch.observability import RPC_HANDLED, RPC_LATENCY
+from facesearch.tls import ServerTlsSettings, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,10 @@ class ServerOptions:
     max_connection_age_grace_s: float
     keepalive_time_s: float
     keepalive_timeout_s: float
+    tls: ServerTlsSettings | None = None
+    reflection: bool = True
+    # A plaintext port serving grpc.health.v1 only (0 = none): kubelet's gRPC probes speak no TLS.
+    health_port: int = 0
 
     @classmethod
     def from_settings(cls, settings: Any) -> ServerOptions:
@@ -189,6 +194,9 @@ class ServerOptions:
             max_connection_age_grace_s=settings.max_connection_age_grace_s,
             keepalive_time_s=settings.keepalive_time_s,
             keepalive_timeout_s=settings.keepalive_timeout_s,
+            tls=settings.tls,
+            reflection=settings.reflection,
+            health_port=settings.health_port,
         )
 
     def channel_args(self) -> list[tuple[str, int]]:
@@ -210,13 +218,19 @@ class GrpcServer:
     """A grpc.aio server with the interceptor, health and reflection wired in.
 
     Health reports NOT_SERVING until `set_serving()` (call it once models are warm / the database
-    is ready), and again from the start of `stop()`.
+    is ready), and again from the start of `stop()`. `interceptors` run inside the shared one, so
+    the errors they raise are mapped like any handler's.
     """
 
-    def __init__(self, service_label: str, options: ServerOptions) -> None:
+    def __init__(
+        self,
+        service_label: str,
+        options: ServerOptions,
+        interceptors: Iterable[grpc.aio.ServerInterceptor] = (),
+    ) -> None:
         self.options = options
         self.server = grpc.aio.server(
-            interceptors=[ErrorAndMetricsInterceptor(service_label)],
+            interceptors=[ErrorAndMetricsInterceptor(service_label), *interceptors],
             options=options.channel_args(),
         )
         # Set when stopping starts: long request streams stop taking requests, answer what they
@@ -226,6 +240,8 @@ class GrpcServer:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._service_names: list[str] = []
         self.port = 0
+        self._health_server: grpc.aio.Server | None = None
+        self.health_port = 0
 
     def add_service(self, full_name: str, add_to_server: Callable[[Any, grpc.aio.Server], None], servicer: Any) -> None:
         add_to_server(servicer, self.server)
@@ -233,15 +249,26 @@ class GrpcServer:
 
     async def start(self) -> int:
         """Binds, starts serving (health NOT_SERVING) and returns the port bound."""
-        reflection.enable_server_reflection(
-            [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
-        )
+        if self.options.reflection:
+            reflection.enable_server_reflection(
+                [*self._service_names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            )
         address = f"{self.options.host}:{self.options.port}"
-        self.port = self.server.add_insecure_port(address)
+        tls = self.options.tls
+        if tls is not None and tls.enabled:
+            self.port = self.server.add_secure_port(address, server_credentials(tls))
+        else:
+            self.port = self.server.add_insecure_port(address)
         if self.port == 0:
             raise RuntimeError(f"could not bind {address}")
+        if self.options.health_port:
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            self.health_port = self._health_server.add_insecure_port(f"{self.options.host}:{self.options.health_port}")
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         return self.port
 
     async def set_serving(self) -> None:
@@ -257,6 +284,8 @@ class GrpcServer:
         self.draining.set()
         await self._set_all(health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace_s)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
 
 
 async def run_until_signalled(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import sys
 
 from facesearch.memory import release_large_buffers_to_os
 from facesearch.observability import configure_logging
@@ -14,7 +16,12 @@ def main() -> None:
     settings = SearchSettings()
     configure_logging(settings.log_level)
     release_large_buffers_to_os()
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except RuntimeError as exc:
+        # A refusal to start (unsafe settings, wrong model width) is a message, not a traceback.
+        logging.getLogger("search_service").error("cannot start: %s", exc)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from facesearch.tls import ClientTlsSettings, ServerTlsSettings
 
 
 class EmbedderClientSettings(BaseModel):
@@ -23,6 +26,8 @@ class EmbedderClientSettings(BaseModel):
     # outage gets calls again within about `reconnect_backoff_max_s`.
     reconnect_backoff_min_s: float = Field(default=0.1, gt=0)
     reconnect_backoff_max_s: float = Field(default=1.0, gt=0)
+    # SEARCH_EMBEDDER__TLS__CA_FILE (and __CERT_FILE/__KEY_FILE for mutual TLS) to reach a TLS embedder.
+    tls: ClientTlsSettings = ClientTlsSettings()
 
 
 class DatabaseSettings(BaseModel):
@@ -81,6 +86,42 @@ class DescriptorCacheSettings(BaseModel):
     blas_threads: int = Field(default=1, ge=0)
 
 
+class AuthMode(StrEnum):
+    """How a call proves which tenant it acts for."""
+
+    # No credential: the tenant is the `x-tenant-id` metadata (or default_tenant). Local use only.
+    NONE = "none"
+    # `authorization: Bearer <key>`, keys made by `facesearch keys create`, hashed in PostgreSQL.
+    API_KEY = "api_key"
+    # `authorization: Bearer <JWT>` of an identity provider; the tenant is one of its claims.
+    JWT = "jwt"
+
+
+class JwtSettings(BaseModel):
+    """SEARCH_AUTH__MODE=jwt: tokens must carry this issuer and audience, be unexpired, and be
+    signed by a key of `jwks_url` or by `public_key_file` (PEM)."""
+
+    issuer: str = ""
+    audience: str = ""
+    jwks_url: str = ""
+    public_key_file: Path | None = None
+    algorithms: list[str] = ["RS256", "ES256"]
+    # The claim holding the tenant.
+    tenant_claim: str = "tenant"
+    # Clock skew allowed on exp/nbf/iat, seconds.
+    leeway_s: float = Field(default=30.0, ge=0)
+    # How long keys fetched from jwks_url are reused before fetching again, seconds.
+    jwks_cache_s: float = Field(default=300.0, gt=0)
+
+
+class AuthSettings(BaseModel):
+    mode: AuthMode = AuthMode.NONE
+    # How long a replica trusts what it read about an API key; a revoked key stops working on
+    # every replica within this long.
+    key_cache_ttl_s: float = Field(default=5.0, ge=0, le=60)
+    jwt: JwtSettings = JwtSettings()
+
+
 class SearchSettings(BaseSettings):
     """Everything the search service can be told; `SEARCH_` prefix, `__` for nested groups."""
 
@@ -89,6 +130,17 @@ class SearchSettings(BaseSettings):
     grpc_port: int = Field(default=50052, ge=0, le=65535)
     grpc_host: str = "[::]"
     metrics_port: int = Field(default=9102, ge=0, le=65535)
+    # Address the /metrics listener binds (127.0.0.1 keeps it off the network).
+    metrics_host: str = "0.0.0.0"
+    # gRPC server reflection (grpcurl without protos); off in the production overlays.
+    reflection: bool = True
+    # Plaintext port serving only grpc.health.v1, for kubelet's gRPC probes when the main port
+    # serves TLS (they speak no TLS); 0 = none.
+    health_port: int = Field(default=0, ge=0, le=65535)
+    # SEARCH_TLS__CERT_FILE / __KEY_FILE serve TLS; __CLIENT_CA_FILE requires client certificates.
+    tls: ServerTlsSettings = ServerTlsSettings()
+    # SEARCH_AUTH__MODE. `none` on an address beyond loopback refuses to start unless set explicitly.
+    auth: AuthSettings = AuthSettings()
 
     embedder_target: str = "localhost:50051"
     embedder: EmbedderClientSettings = EmbedderClientSettings()
@@ -103,7 +155,7 @@ class SearchSettings(BaseSettings):
     thresholds: SearchThresholds = SearchThresholds()
     thumbnails: ThumbnailSettings = ThumbnailSettings()
     descriptor_cache: DescriptorCacheSettings = DescriptorCacheSettings()
-    # Tenant used when a call carries no `x-tenant-id` metadata; empty = the header is required.
+    # SEARCH_AUTH__MODE=none only: tenant of a call without `x-tenant-id`; empty = the header is required.
     default_tenant: str = "default"
     max_metadata_bytes: int = Field(default=16 * 1024, ge=2)
     max_top_k: int = Field(default=1000, ge=1)

@@ -274,7 +274,7 @@ def person_update_fields(request: search_pb2.UpdatePersonRequest) -> frozenset[s
 
 def stored_face_proto(face: StoredFace) -> search_pb2.PhotoFace:
     return search_pb2.PhotoFace(
-        face_id=str(face.id),
+        face_id=face.public_id,
         box=box_proto(face.box),
         quality=quality_proto(face),
         det_score=face.det_score,
@@ -297,7 +297,7 @@ def photo_proto(photo: Photo) -> search_pb2.Photo:
 def photo_match_proto(match: PhotoMatch) -> search_pb2.PhotoMatch:
     return search_pb2.PhotoMatch(
         photo_id=match.photo_id,
-        face_id=str(match.face_id),
+        face_id=match.public_face_id,
         box=box_proto(match.box),
         similarity=match.similarity,
         metadata=dict_to_struct(match.metadata),

@@ -146,6 +146,8 @@ class PhotoMatch:
     distance: float = 0.0
     photo_key: int = 0
     thumbnail: bytes = b""
+    # The opaque id clients see for `face_id` (search_service.public_ids).
+    public_face_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -265,6 +267,8 @@ class StoredFace:
     quality: FaceQuality
     has_thumbnail: bool = False
     thumbnail: bytes = b""
+    # The opaque id clients see (search_service.public_ids); `id` never leaves the service.
+    public_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from facesearch.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from facesearch.tls import ClientTlsSettings, ReloadingChannel, aio_channel
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2
 from search_service.config import EmbedderClientSettings
 from search_service.domain import Box, DetectedFace, EmbedOptions, FaceQuality
@@ -67,9 +68,12 @@ def channel_options(settings: EmbedderClientSettings, max_message_bytes: int) ->
     ]
 
 
-def create_channel(target: str, options: list[tuple[str, object]]) -> grpc.aio.Channel:
-    """The one place the embedder channel is made (transport security slots in here)."""
-    return grpc.aio.insecure_channel(target, options=options)
+def create_channel(
+    target: str, options: list[tuple[str, object]], tls: ClientTlsSettings | None = None
+) -> grpc.aio.Channel | ReloadingChannel:
+    """The one place the embedder channel is made: plaintext, or TLS/mTLS whose files are reloaded
+    when cert-manager renews them (facesearch.tls)."""
+    return aio_channel(target, tls, options)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class EmbedderClient:
     def __init__(self, target: str, settings: EmbedderClientSettings, max_message_bytes: int) -> None:
         self.target = target
         self._settings = settings
-        self._channel = create_channel(target, channel_options(settings, max_message_bytes))
+        self._channel = create_channel(target, channel_options(settings, max_message_bytes), settings.tls)
         self._stub = embedder_pb2_grpc.EmbedderServiceStub(self._channel)
 
     async def close(self) -> None:

@@ -119,6 +119,11 @@ def _stored(embedded: _Embedded, outcome: IndexOutcome) -> IndexResult:
     )
 
 
+def _log_sweep_failure(task: asyncio.Task[bool]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("dropping the HNSW indexes of deleted collections failed", exc_info=task.exception())
+
+
 class Indexer:
     def __init__(
         self,
@@ -134,6 +139,7 @@ class Indexer:
         self.embedding_dim = embedding_dim
         self._thumbnails = thumbnails
         self._index_builds: dict[int, asyncio.Task[bool]] = {}
+        self._sweep_task: asyncio.Task[bool] | None = None
 
     async def index_photos(self, tenant: str, photos: AsyncIterator[PhotoInput]) -> AsyncIterator[IndexResult]:
         """One IndexResult per photo of `photos`, as each is done. At most `max_in_flight` photos
@@ -359,7 +365,19 @@ class Indexer:
         task.add_done_callback(_log_build_failure)
         self._index_builds[collection_id] = task
 
+    def start_orphan_sweep(self) -> None:
+        """In the background: drop the HNSW indexes of deleted collections left by an earlier run."""
+        self._sweep_task = asyncio.create_task(self._sweep())
+        self._sweep_task.add_done_callback(_log_sweep_failure)
+
+    async def _sweep(self) -> bool:
+        dropped = await self._repo.drop_orphan_hnsw_indexes()
+        if dropped:
+            log.info("dropped HNSW indexes of deleted collections: %s", ", ".join(dropped))
+        return True
+
     async def close(self) -> None:
-        for task in self._index_builds.values():
+        tasks = [*self._index_builds.values(), *([self._sweep_task] if self._sweep_task else [])]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._index_builds.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -194,6 +194,37 @@ MIGRATIONS: tuple[Migration, ...] = (
             "ALTER TABLE faces ALTER COLUMN box SET STORAGE PLAIN, ALTER COLUMN landmarks SET STORAGE PLAIN",
         ),
     ),
+    Migration(
+        4,
+        "api keys, the key of opaque public ids",
+        (
+            # A key is `fsk_<id>_<secret>`; only its SHA-256 is stored. The id is public (it names
+            # the key in lists, logs and revocation), the secret is 256 random bits.
+            """
+            CREATE TABLE api_keys (
+                id text PRIMARY KEY,
+                tenant text NOT NULL,
+                description text NOT NULL DEFAULT '',
+                secret_hash bytea NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now(),
+                revoked_at timestamptz
+            )
+            """,
+            "CREATE INDEX api_keys_tenant_idx ON api_keys (tenant, created_at)",
+            # Secrets every replica must share; made here, once, by PostgreSQL's strong random source.
+            """
+            CREATE TABLE service_secrets (
+                name text PRIMARY KEY,
+                secret bytea NOT NULL,
+                created_at timestamptz NOT NULL DEFAULT now()
+            )
+            """,
+            """
+            INSERT INTO service_secrets (name, secret)
+            VALUES ('public_ids', sha256(uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())))
+            """,
+        ),
+    ),
 )
 
 

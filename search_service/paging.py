@@ -1,18 +1,20 @@
 """Opaque page tokens of the list calls: a keyset position plus a hash of the query it belongs to,
-so a token sent with another collection, order or filter is refused instead of skipping rows."""
+so a token sent with another collection, order or filter is refused instead of skipping rows.
+Sealed with the service's key (search_service.public_ids): positions hold internal row ids."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from facesearch.errors import InvalidArgument
+from search_service.public_ids import PublicIds
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Tokens this service issues are ~150 characters; anything much longer is forged.
+MAX_TOKEN_CHARS = 1024
 
 
 # What a list page may carry (estimated from its rows), well under gRPC's default 4 MiB receive
@@ -25,18 +27,20 @@ def bind(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 
-def encode(position: dict[str, Any], bound_to: str) -> str:
+def encode(position: dict[str, Any], bound_to: str, ids: PublicIds) -> str:
     payload = {"p": position, "q": bound_to}
-    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+    return ids.seal(json.dumps(payload, separators=(",", ":")).encode())
 
 
-def decode(token: str, bound_to: str, fields: dict[str, type]) -> dict[str, Any]:
+def decode(token: str, bound_to: str, fields: dict[str, type], ids: PublicIds) -> dict[str, Any]:
     """The position (`fields`: name -> type) of a token this service issued for the same query;
     INVALID_ARGUMENT otherwise."""
+    if len(token) > MAX_TOKEN_CHARS:
+        raise InvalidArgument("page_token is not a token this service issued")
     try:
-        payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
+        payload = json.loads(ids.open(token))
         position, query = payload["p"], payload["q"]
-    except (binascii.Error, ValueError, KeyError, TypeError, UnicodeError):
+    except (ValueError, KeyError, TypeError, UnicodeError, RecursionError):
         raise InvalidArgument("page_token is not a token this service issued") from None
     if query != bound_to:
         raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")

@@ -31,6 +31,7 @@ from search_service.embedder_client import EmbedderClient
 from search_service.faces import image_face, source_vector
 from search_service.management_repository import ManagementRepository
 from search_service.paging import RESPONSE_BUDGET_BYTES
+from search_service.public_ids import PublicIds
 from search_service.repository import Repository
 
 MAX_IDENTIFY_TOP_K = 100
@@ -48,9 +49,12 @@ class PersonRegistry:
         embedding_dim: int,
         management: ManagementRepository,
         cache: DescriptorCache | None = None,
+        ids: PublicIds | None = None,
     ) -> None:
         self._repo = repository
         self._management = management
+        # Seals page tokens; the server passes the database's shared key.
+        self._ids = ids or PublicIds.ephemeral()
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
@@ -155,7 +159,7 @@ class PersonRegistry:
         size = validation.top_k(page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, what="page_size")
         found = await self._repo.get_collection(tenant, validation.collection_name(collection))
         bound_to = paging.bind(found.id, "persons")
-        after = paging.decode(page_token, bound_to, {"e": str})["e"] if page_token else ""
+        after = paging.decode(page_token, bound_to, {"e": str}, self._ids)["e"] if page_token else ""
         rows = await self._management.list_persons(found.id, after, size + 1)
         persons = rows[:size]
         # Persons' metadata is at most 16 KiB each: 1000 of them could pass 4 MiB.
@@ -166,7 +170,7 @@ class PersonRegistry:
                 break
             fitted.append(person)
         more = len(rows) > size or len(fitted) < len(persons)
-        token = paging.encode({"e": fitted[-1].external_id}, bound_to) if more else ""
+        token = paging.encode({"e": fitted[-1].external_id}, bound_to, self._ids) if more else ""
         return PersonPage(persons=fitted, next_page_token=token)
 
     async def get(self, tenant: str, collection: str, external_id: str) -> Person:

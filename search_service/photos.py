@@ -13,6 +13,7 @@ from search_service.config import SearchSettings
 from search_service.domain import Photo, PhotoListQuery, PhotoOrder, PhotoPage, PhotoUpdate
 from search_service.management_repository import ManagementRepository
 from search_service.paging import RESPONSE_BUDGET_BYTES
+from search_service.public_ids import PublicIds
 from search_service.repository import Repository
 from search_service.search import check_filter
 
@@ -22,17 +23,6 @@ MAX_PAGE_SIZE = 1000
 FACE_OVERHEAD_BYTES = 96
 PHOTO_OVERHEAD_BYTES = 128
 PHOTO_FIELDS = frozenset({"metadata", "taken_time"})
-
-
-def parse_face_id(value: str) -> int:
-    """A face id as the API hands it out (a decimal number); INVALID_ARGUMENT or NOT_FOUND."""
-    try:
-        face_id = int(value)
-    except ValueError:
-        raise InvalidArgument(f"face_id {value[:40]!r} is not a face id") from None
-    if not 0 < face_id < 2**63:
-        raise NotFound(f"face {value[:40]} not found")
-    return face_id
 
 
 class ResponseBudget:
@@ -69,10 +59,26 @@ def fit_photo(photo: Photo, budget: ResponseBudget, first: bool) -> Photo | None
 
 
 class PhotoLibrary:
-    def __init__(self, repository: Repository, management: ManagementRepository, settings: SearchSettings) -> None:
+    def __init__(
+        self,
+        repository: Repository,
+        management: ManagementRepository,
+        settings: SearchSettings,
+        ids: PublicIds | None = None,
+    ) -> None:
         self._repo = repository
         self._management = management
         self._settings = settings
+        # The server passes the database's shared key; a random one serves tests and tools.
+        self._ids = ids or PublicIds.ephemeral()
+
+    def _public(self, collection_id: int, photo: Photo) -> Photo:
+        """The photo with the ids its faces show clients (search_service.public_ids)."""
+        faces = tuple(replace(f, public_id=self._ids.face_id(collection_id, f.id)) for f in photo.faces)
+        return replace(photo, faces=faces)
+
+    def _face_id(self, collection_id: int, text: str) -> int:
+        return self._ids.parse_face_id(collection_id, text)
 
     async def list(self, tenant: str, query: PhotoListQuery) -> PhotoPage:
         size = validation.top_k(query.page_size, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, what="page_size")
@@ -86,7 +92,7 @@ class PhotoLibrary:
             query.filter.end_time,
             list(query.filter.photo_ids),
         )
-        after = _position(query, bound_to)
+        after = _position(query, bound_to, self._ids)
         rows = await self._management.list_photos(collection.id, query.order, query.filter, after, size + 1)
         more = len(rows) > size
         rows = rows[:size]
@@ -98,8 +104,8 @@ class PhotoLibrary:
             if fitted is None:
                 more = True
                 break
-            photos.append(fitted)
-        token = paging.encode(_cursor(photos[-1], query.order), bound_to) if more else ""
+            photos.append(self._public(collection.id, fitted))
+        token = paging.encode(_cursor(photos[-1], query.order), bound_to, self._ids) if more else ""
         return PhotoPage(photos=photos, next_page_token=token)
 
     async def get(self, tenant: str, collection: str, external_id: str, include_thumbnails: bool) -> Photo:
@@ -109,7 +115,7 @@ class PhotoLibrary:
         faces = await self._management.photo_faces(found.id, [photo.id], include_thumbnails)
         fitted = fit_photo(replace(photo, faces=tuple(faces.get(photo.id, ()))), ResponseBudget(), first=True)
         assert fitted is not None
-        return fitted
+        return self._public(found.id, fitted)
 
     async def update(self, tenant: str, collection: str, external_id: str, update: PhotoUpdate) -> Photo:
         validation.external_id(external_id)
@@ -130,12 +136,18 @@ class PhotoLibrary:
     async def delete_face(self, tenant: str, collection: str, face_id: str) -> tuple[str, int]:
         """Deletes one face of a photo with its embedding and thumbnail: (photo id, faces left)."""
         found = await self._repo.get_collection(tenant, validation.collection_name(collection))
-        return await self._management.delete_face(found.id, parse_face_id(face_id))
+        try:
+            return await self._management.delete_face(found.id, self._face_id(found.id, face_id))
+        except NotFound:
+            raise NotFound(f"face {face_id} not found") from None  # the public id, never the internal one
 
     async def thumbnail(self, tenant: str, collection: str, face_id: str) -> tuple[bytes, str]:
         """(JPEG, photo id) of a face's thumbnail; NOT_FOUND when the face has none."""
         found = await self._repo.get_collection(tenant, validation.collection_name(collection))
-        jpeg, photo_id = await self._management.face_thumbnail(found.id, parse_face_id(face_id))
+        try:
+            jpeg, photo_id = await self._management.face_thumbnail(found.id, self._face_id(found.id, face_id))
+        except NotFound:
+            raise NotFound(f"face {face_id} not found") from None  # the public id, never the internal one
         if jpeg is None:
             raise NotFound(
                 f"face {face_id} has no thumbnail: it was indexed without one (IndexPhotosRequest.store_thumbnails, "
@@ -150,12 +162,12 @@ def _cursor(photo: Photo, order: PhotoOrder) -> dict:
     return {"e": photo.external_id}
 
 
-def _position(query: PhotoListQuery, bound_to: str) -> tuple | str | None:
+def _position(query: PhotoListQuery, bound_to: str, ids: PublicIds) -> tuple | str | None:
     if not query.page_token:
         return None
     if query.order is PhotoOrder.EXTERNAL_ID:
-        return paging.decode(query.page_token, bound_to, {"e": str})["e"]
-    position = paging.decode(query.page_token, bound_to, {"t": int, "i": int})
+        return paging.decode(query.page_token, bound_to, {"e": str}, ids)["e"]
+    position = paging.decode(query.page_token, bound_to, {"t": int, "i": int}, ids)
     try:
         if not 0 <= position["i"] < 2**63:
             raise OverflowError

@@ -271,10 +271,46 @@ class Repository:
                     await conn.execute(ddl, timeout=INDEX_BUILD_TIMEOUT_S)
                     # Fresh statistics, so the planner knows the collection is large and picks the index.
                     await conn.execute("ANALYZE faces", timeout=INDEX_BUILD_TIMEOUT_S)
-                    await conn.execute("UPDATE collections SET hnsw_indexed = true WHERE id = $1", collection_id)
+                    flagged = await conn.execute(
+                        "UPDATE collections SET hnsw_indexed = true WHERE id = $1", collection_id
+                    )
+                    if flagged == "UPDATE 0":
+                        # Deleted during the build: its deleter saw no index to drop, and this one
+                        # holds the deleted embeddings, so it goes now.
+                        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", timeout=INDEX_BUILD_TIMEOUT_S)
+                        return False
                 finally:
                     await conn.execute("SELECT pg_advisory_unlock($1, $2)", HNSW_BUILD_LOCK, collection_id)
         return True
+
+    async def drop_orphan_hnsw_indexes(self) -> list[str]:
+        """Drops HNSW indexes whose collection is gone (a build killed mid-way, a drop that failed
+        after its delete); a build still running elsewhere holds its lock and is left alone."""
+        dropped: list[str] = []
+        with _database_call("drop_orphan_hnsw_indexes"):
+            async with self.pool.acquire() as conn:
+                rows = await conn.fetch(
+                    """
+                    SELECT c.relname, substring(c.relname FROM '^faces_hnsw_([0-9]+)$')::bigint AS collection_id
+                    FROM pg_index i
+                    JOIN pg_class c ON c.oid = i.indexrelid
+                    WHERE i.indrelid = 'faces'::regclass AND c.relname ~ '^faces_hnsw_[0-9]+$'
+                      AND NOT EXISTS (
+                          SELECT 1 FROM collections WHERE id = substring(c.relname FROM '^faces_hnsw_([0-9]+)$')::bigint
+                      )
+                    """
+                )
+                for row in rows:
+                    cid = row["collection_id"]
+                    if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", HNSW_BUILD_LOCK, cid):
+                        continue
+                    try:
+                        name = sql.hnsw_index_name(cid)
+                        await conn.execute(f"DROP INDEX CONCURRENTLY IF EXISTS {name}", timeout=INDEX_BUILD_TIMEOUT_S)
+                        dropped.append(name)
+                    finally:
+                        await conn.execute("SELECT pg_advisory_unlock($1, $2)", HNSW_BUILD_LOCK, cid)
+        return dropped
 
     # --- photos --------------------------------------------------------------------------
 
@@ -552,7 +588,7 @@ class Repository:
                 "SELECT embedding FROM faces WHERE collection_id = $1 AND id = $2", collection_id, face_id
             )
         if value is None:
-            raise NotFound(f"face {face_id} not found")
+            raise NotFound("face not found")  # the internal id is never shown
         return value.to_numpy()
 
     # --- persons -------------------------------------------------------------------------

@@ -6,8 +6,6 @@ fewer than top_k photos when that many match) and pages with an opaque cursor bo
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import math
@@ -17,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from facesearch.errors import InvalidArgument, NotFound
+from facesearch.errors import InvalidArgument
 from search_service import validation
 from search_service.config import SearchSettings
 from search_service.descriptor_cache import DescriptorCache
@@ -34,13 +32,14 @@ from search_service.domain import (
 )
 from search_service.embedder_client import EmbedderClient
 from search_service.faces import best_face
+from search_service.public_ids import PublicIds
 from search_service.repository import Repository
 from search_service.sql import Cursor
 
 DEFAULT_TOP_K = 10
 # Faces of one selfie searched with when `all_faces` is set.
 MAX_QUERY_FACES = 10
-# Tokens this service issues are ~100 characters; anything much longer is forged.
+# Tokens this service issues are ~140 characters; anything much longer is forged.
 MAX_PAGE_TOKEN_CHARS = 512
 # pgvector caps hnsw.ef_search at 1000.
 MAX_EF_SEARCH = 1000
@@ -55,25 +54,25 @@ class PageToken:
     # query goes to PostgreSQL only when the collection changed in between).
     cached: bool = False
 
-    def encode(self) -> str:
+    def encode(self, ids: PublicIds) -> str:
+        """Sealed (encrypted and authenticated): the cursor holds an internal photo key."""
         payload = {"d": self.cursor.distance, "k": self.cursor.photo_key, "q": self.query_hash}
         if self.cached:
             payload["c"] = 1
-        return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode()
+        return ids.seal(json.dumps(payload, separators=(",", ":")).encode())
 
     @classmethod
-    def decode(cls, token: str, query_hash: str) -> PageToken:
-        """The token's cursor; INVALID_ARGUMENT for anything this service did not issue. Tokens are
-        unsigned, so every value is checked: length first (deep nesting), then types and ranges
-        (a distance that is not a finite number, a key past int64)."""
+    def decode(cls, token: str, query_hash: str, ids: PublicIds) -> PageToken:
+        """The token's cursor; INVALID_ARGUMENT for anything this service did not issue. The seal
+        stops forgery; length is checked first (no work on huge input), then types and ranges."""
         not_ours = InvalidArgument("page_token is not a token this service issued")
         if len(token) > MAX_PAGE_TOKEN_CHARS:
             raise not_ours
         try:
-            payload = json.loads(base64.b64decode(token.encode(), altchars=b"-_", validate=True))
+            payload = json.loads(ids.open(token))
             distance, key, bound_to = payload["d"], payload["k"], payload["q"]
             cached = payload.get("c", 0)
-        except (binascii.Error, ValueError, KeyError, TypeError, AttributeError, RecursionError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise not_ours from None
         if not (
             isinstance(distance, int | float)
@@ -88,11 +87,6 @@ class PageToken:
         if parsed.query_hash != query_hash:
             raise InvalidArgument("page_token belongs to another query; send it with the query that returned it")
         return parsed
-
-
-def page_token_after(result: SearchResult, match: PhotoMatch) -> str:
-    """A token for the page that follows `match` of `result` (for a page ended early)."""
-    return PageToken(Cursor(match.distance, match.photo_key), result.query_hash, result.cached).encode()
 
 
 def query_hash(
@@ -159,12 +153,15 @@ class SearchEngine:
         settings: SearchSettings,
         embedding_dim: int,
         cache: DescriptorCache | None = None,
+        ids: PublicIds | None = None,
     ) -> None:
         self._repo = repository
         self._embedder = embedder
         self._settings = settings
         self.embedding_dim = embedding_dim
         self._cache = cache
+        # The server passes the database's shared key; a random one serves tests and tools.
+        self._ids = ids or PublicIds.ephemeral()
 
     async def search(self, tenant: str, query: SearchQuery) -> SearchResult:
         top_k = validation.top_k(query.top_k, DEFAULT_TOP_K, self._settings.max_top_k)
@@ -175,7 +172,7 @@ class SearchEngine:
         if not vectors:
             return SearchResult(matches=[], query_faces=query_faces, no_face_reason=reason)
         bound_to = query_hash(collection.id, vectors, query.filter, min_similarity)
-        previous = PageToken.decode(query.page_token, bound_to) if query.page_token else None
+        previous = PageToken.decode(query.page_token, bound_to, self._ids) if query.page_token else None
         cursor = previous.cursor if previous else None
         max_distance = None if min_similarity is None else 1.0 - min_similarity
         matches = None
@@ -189,8 +186,8 @@ class SearchEngine:
         token = ""
         if len(matches) > top_k:
             last = matches[top_k - 1]
-            token = PageToken(Cursor(last.distance, last.photo_key), bound_to, cached).encode()
-        matches = matches[:top_k]
+            token = PageToken(Cursor(last.distance, last.photo_key), bound_to, cached).encode(self._ids)
+        matches = [replace(m, public_face_id=self._ids.face_id(collection.id, m.face_id)) for m in matches[:top_k]]
         if query.include_thumbnails:
             matches = await self._with_thumbnails(collection, matches)
         # The servicer may end the page earlier to keep the response under the size limit; it
@@ -198,6 +195,10 @@ class SearchEngine:
         return SearchResult(
             matches=matches, next_page_token=token, query_faces=query_faces, query_hash=bound_to, cached=cached
         )
+
+    def page_token_after(self, result: SearchResult, match: PhotoMatch) -> str:
+        """A sealed token for the page that follows `match` of `result` (for a page ended early)."""
+        return PageToken(Cursor(match.distance, match.photo_key), result.query_hash, result.cached).encode(self._ids)
 
     async def _with_thumbnails(self, collection: Collection, matches: list[PhotoMatch]) -> list[PhotoMatch]:
         thumbnails = await self._repo.face_thumbnails(collection.id, [m.face_id for m in matches])
@@ -210,12 +211,7 @@ class SearchEngine:
         if query.kind is QueryKind.EMBEDDING:
             return [validation.embedding(list(query.embedding), self.embedding_dim)], [], ""
         if query.kind is QueryKind.FACE_ID:
-            try:
-                face_id = int(query.face_id)
-            except ValueError:
-                raise InvalidArgument(f"face_id {query.face_id[:40]!r} is not a face id") from None
-            if not 0 < face_id < 2**63:
-                raise NotFound(f"face {query.face_id[:40]} not found")
+            face_id = self._ids.parse_face_id(collection.id, query.face_id)
             return [await self._repo.face_embedding(collection.id, face_id)], [], ""
         if query.kind is QueryKind.IMAGE:
             validation.image_bytes(query.image)

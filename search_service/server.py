@@ -13,6 +13,9 @@ from facesearch.observability import start_metrics_server
 from facesearch.serving import GrpcServer, ServerOptions, run_until_signalled
 from facesearch.v1 import search_pb2, search_pb2_grpc
 from search_service.analysis import FaceAnalysis
+from search_service.api_keys import ApiKeyStore
+from search_service.auth import build_authenticator, check_exposure
+from search_service.auth_interceptor import AuthInterceptor
 from search_service.catalog import Catalog
 from search_service.config import SearchSettings
 from search_service.db import Database, open_database
@@ -24,6 +27,7 @@ from search_service.management_repository import ManagementRepository
 from search_service.migrations import EMBEDDING_DIM
 from search_service.persons import PersonRegistry
 from search_service.photos import PhotoLibrary
+from search_service.public_ids import load_public_ids
 from search_service.repository import Repository
 from search_service.search import SearchEngine
 from search_service.servicer import FaceSearchServicer
@@ -87,6 +91,7 @@ async def embedding_dim(embedder: EmbedderClient) -> int:
 
 async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     """Starts everything and reports SERVING once the database is migrated and the pool is open."""
+    check_exposure(settings)
     embedded = None
     url = settings.database_url
     if not url:
@@ -95,6 +100,8 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     log.info("database ready (pgvector %s)", database.pgvector)
     embedder = EmbedderClient(settings.embedder_target, settings.embedder, settings.max_message_bytes)
     try:
+        authenticator = build_authenticator(settings.auth, settings.default_tenant, ApiKeyStore(database.pool))
+        ids = await load_public_ids(database.pool)
         dim = await embedding_dim(embedder)
     except Exception:
         await embedder.close()
@@ -106,24 +113,21 @@ async def start(settings: SearchSettings, *, metrics: bool = True) -> SearchApp:
     indexer = Indexer(repository, embedder, settings, dim, thumbnails)
     limit_blas_threads(settings.descriptor_cache.blas_threads)
     cache = DescriptorCache(repository, settings.descriptor_cache.max_bytes)
-    server = GrpcServer(
-        "search",
-        ServerOptions.from_settings(settings),
-    )
+    indexer.start_orphan_sweep()
+    server = GrpcServer("search", ServerOptions.from_settings(settings), [AuthInterceptor(authenticator)])
     servicer = FaceSearchServicer(
         Catalog(repository),
         indexer,
-        SearchEngine(repository, embedder, settings, dim, cache),
-        PersonRegistry(repository, embedder, settings, dim, management, cache),
-        settings.default_tenant,
-        PhotoLibrary(repository, management, settings),
+        SearchEngine(repository, embedder, settings, dim, cache, ids),
+        PersonRegistry(repository, embedder, settings, dim, management, cache, ids),
+        PhotoLibrary(repository, management, settings, ids),
         FaceAnalysis(embedder, settings, dim),
         server.draining,
         settings.max_response_bytes,
     )
     server.add_service(SERVICE_NAME, search_pb2_grpc.add_FaceSearchServiceServicer_to_server, servicer)
     port = await server.start()
-    metrics_port = start_metrics_server(settings.metrics_port) if metrics else 0
+    metrics_port = start_metrics_server(settings.metrics_port, settings.metrics_host) if metrics else 0
     await server.set_serving()
     log.info("search service serving on port %d (metrics on %d)", port, metrics_port)
     return SearchApp(settings, server, database, embedder, indexer, metrics_port, thumbnails, cache, embedded)

@@ -1,7 +1,7 @@
 """FaceSearchService over gRPC: each handler converts its request to domain types
-(search_service.conversions), reads the tenant from the `x-tenant-id` metadata, and leaves the work
-to the core layer. Errors are raised, and mapped to status codes by the shared interceptor (in a
-stream: into that item's own status)."""
+(search_service.conversions), acts for the tenant the auth interceptor verified
+(search_service.auth), and leaves the work to the core layer. Errors are raised, and mapped to
+status codes by the shared interceptor (in a stream: into that item's own status)."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from facesearch.errors import InvalidArgument, Unavailable
+from facesearch.errors import Unavailable
 from facesearch.streams import UntilDraining
 from facesearch.v1 import search_pb2, search_pb2_grpc
-from search_service import validation
 from search_service.analysis import FaceAnalysis
+from search_service.auth import current_principal
 from search_service.catalog import Catalog
 from search_service.conversions import (
     collection_proto,
@@ -39,9 +39,8 @@ from search_service.domain import PhotoInput
 from search_service.indexing import Indexer
 from search_service.persons import PersonRegistry
 from search_service.photos import PhotoLibrary
-from search_service.search import SearchEngine, page_token_after
+from search_service.search import SearchEngine
 
-TENANT_METADATA_KEY = "x-tenant-id"
 # Room left in a response for gRPC framing and trailers.
 RESPONSE_MARGIN_BYTES = 1024
 
@@ -53,7 +52,6 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         indexer: Indexer,
         engine: SearchEngine,
         persons: PersonRegistry,
-        default_tenant: str,
         photos: PhotoLibrary,
         analysis: FaceAnalysis,
         draining: asyncio.Event | None = None,
@@ -65,17 +63,12 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
         self._indexer = indexer
         self._engine = engine
         self._persons = persons
-        self._default_tenant = default_tenant
         self._photos = photos
         self._analysis = analysis
 
     def _tenant(self, context: grpc.aio.ServicerContext) -> str:
-        for key, value in context.invocation_metadata() or ():
-            if key == TENANT_METADATA_KEY:
-                return validation.tenant(value)
-        if not self._default_tenant:
-            raise InvalidArgument(f"the call needs `{TENANT_METADATA_KEY}` metadata")
-        return self._default_tenant
+        """The verified caller's tenant; never read from metadata here (AuthInterceptor did)."""
+        return current_principal().tenant
 
     async def CreateCollection(
         self, request: search_pb2.CreateCollectionRequest, context: grpc.aio.ServicerContext
@@ -145,7 +138,7 @@ class FaceSearchServicer(search_pb2_grpc.FaceSearchServiceServicer):
             message = photo_match_proto(match)
             size += message.ByteSize() + 8
             if size > self._max_response_bytes and index > 0:
-                response.next_page_token = page_token_after(result, result.matches[index - 1])
+                response.next_page_token = self._engine.page_token_after(result, result.matches[index - 1])
                 break
             response.matches.append(message)
         return response

@@ -18,6 +18,7 @@ import grpc
 from google.protobuf import json_format, struct_pb2
 from google.protobuf.message import Message
 
+from facesearch.commands import security
 from facesearch.v1 import search_pb2_grpc
 
 # Exit codes, documented in README.md ("Exit codes"); scripts branch on them.
@@ -67,7 +68,8 @@ def default_target() -> str:
 
 
 def add_connection_options(parser: argparse.ArgumentParser) -> None:
-    """--target, --tenant and --timeout of every command that calls the search service."""
+    """--target, --tenant, --timeout, the API key and the TLS options of every command that calls
+    the search service."""
     group = parser.add_argument_group("connection")
     group.add_argument(
         "--target",
@@ -77,11 +79,13 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--tenant",
         default=os.environ.get(TENANT_ENV, ""),
-        help=f"tenant sent as {TENANT_METADATA_KEY} (default: ${TENANT_ENV}, else the server's default)",
+        help=f"tenant sent as {TENANT_METADATA_KEY} (default: ${TENANT_ENV}, else the server's default; "
+        "SEARCH_AUTH__MODE=none only: an API key names its own)",
     )
     group.add_argument(
         "--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="deadline of each call, seconds (default %(default)s)"
     )
+    security.add_security_options(group)
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -94,11 +98,13 @@ def add_paging_options(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def call_metadata(args: argparse.Namespace) -> tuple[tuple[str, str], ...]:
-    return ((TENANT_METADATA_KEY, args.tenant),) if args.tenant else ()
+    tenant = ((TENANT_METADATA_KEY, args.tenant),) if args.tenant else ()
+    return tenant + security.credential_metadata(args)
 
 
 def open_channel(args: argparse.Namespace) -> grpc.aio.Channel:
-    return grpc.aio.insecure_channel(args.target)
+    """The channel to `args.target`, TLS when any TLS option is given."""
+    return security.open_channel(args)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from embedder_service.config import EmbedderSettings
 from facesearch.web.config import WebSettings
-from search_service.config import SearchSettings
+from search_service.config import AuthMode, SearchSettings
 
 READY_TIMEOUT_S = 600.0
 
@@ -131,6 +131,18 @@ def describe_database(search: SearchSettings) -> str:
     return f"PostgreSQL at {host}:{parts.port or 5432}{parts.path} (SEARCH_DATABASE_URL)"
 
 
+def describe_auth(search: SearchSettings) -> str:
+    mode = search.auth.mode
+    if mode is AuthMode.NONE:
+        return (
+            f"none: any client that reaches {search.grpc_host} acts for the tenant it names (x-tenant-id); "
+            "SEARCH_AUTH__MODE=api_key for keys"
+        )
+    if mode is AuthMode.API_KEY:
+        return "api_key: make one with `facesearch keys create --tenant T`, pass it with --api-key"
+    return f"jwt: tokens of {search.auth.jwt.issuer}"
+
+
 def demo_models_dir(data_root: Path) -> Path:
     try:
         from tests.model_pack import write_model_pack
@@ -145,6 +157,9 @@ def run(args: argparse.Namespace) -> int:
     data_root = SearchSettings().data_dir.parent
     if args.demo_pack:
         os.environ["EMBEDDER_MODELS_DIR"] = str(demo_models_dir(data_root))
+    # This machine only, unless told otherwise: auth mode `none` is refused beyond loopback.
+    for name in ("EMBEDDER_GRPC_HOST", "SEARCH_GRPC_HOST", "EMBEDDER_METRICS_HOST", "SEARCH_METRICS_HOST"):
+        os.environ.setdefault(name, "127.0.0.1")
     embedder = EmbedderSettings()
     embedder_target = f"localhost:{embedder.grpc_port}"
     os.environ.setdefault("SEARCH_EMBEDDER_TARGET", embedder_target)
@@ -185,6 +200,7 @@ def run(args: argparse.Namespace) -> int:
             f"  model pack      {embedder.model_pack} in {embedder.models_dir}\n"
             f"{web_banner(web)}"
             f"  database        {describe_database(search)}\n"
+            f"  auth            {describe_auth(search)}\n"
             f"  logs            {log_dir}\n"
             "Try: facesearch index my-event ./photos && facesearch search my-event selfie.jpg\n"
             "Press Ctrl-C to stop.",

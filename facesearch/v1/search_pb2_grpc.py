@@ -28,8 +28,11 @@ if _version_not_supported:
 class FaceSearchServiceStub:
     """FaceSearchService stores faces of photos and people in collections and finds them again.
 
-    Every call acts for the tenant named in the call metadata key `x-tenant-id` (the server's
-    configured default tenant when absent). A collection of another tenant is NOT_FOUND.
+    Every call acts for the tenant of its credential: `authorization: Bearer <API key or JWT>`
+    metadata (UNAUTHENTICATED when missing, malformed, unknown, expired or revoked). An
+    `x-tenant-id` naming another tenant is PERMISSION_DENIED; only a server running without
+    authentication (SEARCH_AUTH__MODE=none) takes the tenant from `x-tenant-id`. A collection of
+    another tenant is NOT_FOUND.
 
     Similarity, everywhere in this API, is 1 - cosine distance between two L2-normalised
     embeddings: the cosine of their angle, in [-1, 1]; 1 is the same face, ArcFace puts images of
@@ -152,8 +155,11 @@ class FaceSearchServiceStub:
 class FaceSearchServiceServicer:
     """FaceSearchService stores faces of photos and people in collections and finds them again.
 
-    Every call acts for the tenant named in the call metadata key `x-tenant-id` (the server's
-    configured default tenant when absent). A collection of another tenant is NOT_FOUND.
+    Every call acts for the tenant of its credential: `authorization: Bearer <API key or JWT>`
+    metadata (UNAUTHENTICATED when missing, malformed, unknown, expired or revoked). An
+    `x-tenant-id` naming another tenant is PERMISSION_DENIED; only a server running without
+    authentication (SEARCH_AUTH__MODE=none) takes the tenant from `x-tenant-id`. A collection of
+    another tenant is NOT_FOUND.
 
     Similarity, everywhere in this API, is 1 - cosine distance between two L2-normalised
     embeddings: the cosine of their angle, in [-1, 1]; 1 is the same face, ArcFace puts images of
@@ -437,8 +443,11 @@ def add_FaceSearchServiceServicer_to_server(servicer, server):
 class FaceSearchService:
     """FaceSearchService stores faces of photos and people in collections and finds them again.
 
-    Every call acts for the tenant named in the call metadata key `x-tenant-id` (the server's
-    configured default tenant when absent). A collection of another tenant is NOT_FOUND.
+    Every call acts for the tenant of its credential: `authorization: Bearer <API key or JWT>`
+    metadata (UNAUTHENTICATED when missing, malformed, unknown, expired or revoked). An
+    `x-tenant-id` naming another tenant is PERMISSION_DENIED; only a server running without
+    authentication (SEARCH_AUTH__MODE=none) takes the tenant from `x-tenant-id`. A collection of
+    another tenant is NOT_FOUND.
 
     Similarity, everywhere in this API, is 1 - cosine distance between two L2-normalised
     embeddings: the cosine of their angle, in [-1, 1]; 1 is the same face, ArcFace puts images of

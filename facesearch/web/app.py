@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from facesearch.tls import ReloadingChannel, aio_channel
 from facesearch.v1 import face_pb2, search_pb2, search_pb2_grpc
 from facesearch.web import errors
 from facesearch.web.config import WebSettings
@@ -44,7 +45,7 @@ class Gateway:
     def __init__(self, settings: WebSettings) -> None:
         self.settings = settings
         self.store = PhotoStore(settings.data_dir, settings.thumbnail_size)
-        self.channel: grpc.aio.Channel | None = None
+        self.channel: grpc.aio.Channel | ReloadingChannel | None = None
 
     @property
     def stub(self) -> search_pb2_grpc.FaceSearchServiceStub:
@@ -513,8 +514,9 @@ def create_app(settings: WebSettings) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         limit = settings.max_image_bytes * 2 + 1024 * 1024
-        gateway.channel = grpc.aio.insecure_channel(
+        gateway.channel = aio_channel(
             settings.search_target,
+            settings.tls,
             options=[("grpc.max_send_message_length", limit), ("grpc.max_receive_message_length", limit)],
         )
         app.state.gateway = gateway

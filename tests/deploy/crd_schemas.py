@@ -1,5 +1,6 @@
 """JSON schemas for the custom resources deploy/k8s renders, written by hand from the CRDs' documented
-fields: no registry package ships the CloudNativePG or Prometheus Operator CRD schemas for offline use.
+fields: no registry package ships the CloudNativePG, Prometheus Operator or cert-manager CRD schemas for
+offline use.
 
 They are subsets, strict where it matters (unknown fields refused, enums and duration patterns as the
 CRDs have them), so a typo in a field name or a value the operator would reject fails the tests. What
@@ -219,8 +220,126 @@ CNPG_CLUSTER: dict[str, Any] = {
     },
 }
 
+_GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+
+_ISSUER_REF: dict[str, Any] = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": {"type": "string", "minLength": 1},
+        "kind": {"enum": ["Issuer", "ClusterIssuer"]},
+        "group": {"type": "string"},
+    },
+}
+
+_KEY_USAGES = [
+    "signing",
+    "digital signature",
+    "content commitment",
+    "key encipherment",
+    "key agreement",
+    "data encipherment",
+    "cert sign",
+    "crl sign",
+    "encipher only",
+    "decipher only",
+    "any",
+    "server auth",
+    "client auth",
+    "code signing",
+    "email protection",
+    "s/mime",
+    "ipsec end system",
+    "ipsec tunnel",
+    "ipsec user",
+    "timestamping",
+    "ocsp signing",
+    "microsoft sgc",
+    "netscape sgc",
+]
+
+CERT_MANAGER_CERTIFICATE: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["secretName", "issuerRef"],
+            "properties": {
+                "secretName": {"type": "string", "minLength": 1},
+                "issuerRef": _ISSUER_REF,
+                "commonName": {"type": "string"},
+                "dnsNames": {"type": "array", "items": {"type": "string"}},
+                "ipAddresses": {"type": "array", "items": {"type": "string"}},
+                "uris": {"type": "array", "items": {"type": "string"}},
+                "isCA": {"type": "boolean"},
+                "duration": {"type": "string", "pattern": _GO_DURATION},
+                "renewBefore": {"type": "string", "pattern": _GO_DURATION},
+                "usages": {"type": "array", "items": {"enum": _KEY_USAGES}},
+                "privateKey": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {
+                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                        "size": {"type": "integer"},
+                        "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                        "rotationPolicy": {"enum": ["Never", "Always"]},
+                    },
+                },
+                "subject": {"type": "object"},
+                "secretTemplate": {"type": "object"},
+                "keystores": {"type": "object"},
+                "revisionHistoryLimit": {"type": "integer"},
+            },
+        },
+    },
+}
+
+CERT_MANAGER_ISSUER: dict[str, Any] = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Issuer"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "minProperties": 1,
+            "maxProperties": 1,
+            "properties": {
+                "selfSigned": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"crlDistributionPoints": {"type": "array"}},
+                },
+                "ca": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["secretName"],
+                    "properties": {
+                        "secretName": {"type": "string", "minLength": 1},
+                        "crlDistributionPoints": {"type": "array"},
+                        "ocspServers": {"type": "array"},
+                    },
+                },
+                "acme": {"type": "object"},
+                "vault": {"type": "object"},
+                "venafi": {"type": "object"},
+            },
+        },
+    },
+}
+
 # (apiVersion, kind) -> schema, for every custom resource the manifests may render.
 CRD_SCHEMAS: dict[tuple[str, str], dict[str, Any]] = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR,
     ("postgresql.cnpg.io/v1", "Cluster"): CNPG_CLUSTER,
+    ("cert-manager.io/v1", "Certificate"): CERT_MANAGER_CERTIFICATE,
+    ("cert-manager.io/v1", "Issuer"): CERT_MANAGER_ISSUER,
 }

@@ -191,9 +191,15 @@ def test_env_vars_are_settings_fields_and_ports_agree(
     # The values too: the service would refuse to start on one pydantic rejects.
     settings = settings_from_env(settings_cls, literal_env(container), monkeypatch)
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"grpc": settings.grpc_port, "metrics": settings.metrics_port}
+    expected = {"grpc": settings.grpc_port, "metrics": settings.metrics_port}
+    if settings.health_port:
+        expected["health"] = settings.health_port
+    assert ports == expected
+    # Native gRPC probes, on the plaintext health port where the gRPC port serves TLS.
+    probe_port = settings.health_port or settings.grpc_port
+    assert bool(settings.health_port) == settings.tls.enabled, "kubelet's gRPC probes speak no TLS"
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
-        assert container[probe]["grpc"]["port"] == settings.grpc_port, f"{deployment} {probe} is a native gRPC probe"
+        assert container[probe]["grpc"]["port"] == probe_port, f"{deployment} {probe} is a native gRPC probe"
     assert pod["metadata"]["annotations"]["prometheus.io/port"] == str(settings.metrics_port)
     # The pod outlives the preStop pause plus the server's own shutdown grace.
     pre_stop = container["lifecycle"]["preStop"]["exec"]["command"]
@@ -448,3 +454,71 @@ def test_web_network_policy_admits_browsers_and_reaches_only_search() -> None:
     # The search service's own policy lets the gateway in on its gRPC port.
     search_peers = _ingress_peers_for_port(_policies_for(objects, search_labels), 50052)
     assert None in search_peers or any(selector_matches(p.get("podSelector", {}), labels) for p in search_peers if p)
+
+
+def test_api_keys_and_no_reflection_everywhere(rendered: tuple[Path, list[dict[str, Any]]]) -> None:
+    _, objects = rendered
+    search, embedder = literal_env(_container(objects, SEARCH)), literal_env(_container(objects, EMBEDDER))
+    assert search["SEARCH_AUTH__MODE"] == "api_key"
+    assert search["SEARCH_REFLECTION"] == "false" and embedder["EMBEDDER_REFLECTION"] == "false"
+
+
+def _mounted_secret(objects: list[dict[str, Any]], deployment: str, path: str) -> tuple[str, str]:
+    """(Secret name, key) a file path of the container is read from."""
+    spec = named(objects, "Deployment", deployment)["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    mount = next(m for m in container["volumeMounts"] if path.startswith(m["mountPath"] + "/"))
+    assert mount.get("readOnly") is True
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    return volume["secret"]["secretName"], path.removeprefix(mount["mountPath"] + "/")
+
+
+@pytest.mark.parametrize("overlay_name", ["cpu", "gpu", "gpu-cpu-autoscaling", "external-database"])
+def test_cert_manager_gives_every_hop_tls(overlay_name: str) -> None:
+    """The embedder serves TLS and demands a client certificate of the CA that signed the search
+    service's; the search service serves TLS and dials the embedder by a name its certificate has."""
+    objects = list(_rendered(K8S / "overlays" / overlay_name))
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(objects, "Certificate")}
+    issuers = {i["metadata"]["name"]: i["spec"] for i in of_kind(objects, "Issuer")}
+    search, embedder = literal_env(_container(objects, SEARCH)), literal_env(_container(objects, EMBEDDER))
+
+    def certificate_of(deployment: str, path: str) -> dict[str, Any]:
+        secret, key = _mounted_secret(objects, deployment, path)
+        assert key in {"tls.crt", "tls.key", "ca.crt"}, key  # the keys cert-manager writes
+        return certificates[secret]
+
+    embedder_cert = certificate_of(EMBEDDER, embedder["EMBEDDER_TLS__CERT_FILE"])
+    assert certificate_of(EMBEDDER, embedder["EMBEDDER_TLS__KEY_FILE"]) is embedder_cert
+    assert certificate_of(EMBEDDER, embedder["EMBEDDER_TLS__CLIENT_CA_FILE"]) is embedder_cert
+    search_cert = certificate_of(SEARCH, search["SEARCH_TLS__CERT_FILE"])
+    assert certificate_of(SEARCH, search["SEARCH_EMBEDDER__TLS__CERT_FILE"]) is search_cert
+    assert certificate_of(SEARCH, search["SEARCH_EMBEDDER__TLS__CA_FILE"]) is search_cert
+    assert "client auth" in search_cert["usages"] and "server auth" in embedder_cert["usages"]
+    # One CA signs both, so each side's ca.crt verifies the other.
+    assert embedder_cert["issuerRef"]["name"] == search_cert["issuerRef"]["name"]
+    ca_issuer = issuers[search_cert["issuerRef"]["name"]]
+    assert certificates[ca_issuer["ca"]["secretName"]]["isCA"] is True
+    host = search["SEARCH_EMBEDDER_TARGET"].removeprefix("dns:///").rsplit(":", 1)[0]
+    assert host in embedder_cert["dnsNames"]
+    assert SEARCH in search_cert["dnsNames"]
+
+
+def test_web_gateway_trusts_the_ca_of_the_search_certificate(monkeypatch: pytest.MonkeyPatch) -> None:
+    """In the example (cpu overlay: the search service serves TLS from cert-manager) the gateway
+    dials a name the search certificate has and trusts the CA that signed it, mounting only that
+    CA's certificate."""
+    objects = list(_rendered(WEB_EXAMPLE))
+    assert "SEARCH_TLS__CERT_FILE" in literal_env(_container(objects, SEARCH))
+    container = named(objects, "Deployment", WEB)["spec"]["template"]["spec"]["containers"][0]
+    settings = settings_from_env(WebSettings, literal_env(container), monkeypatch)
+    assert settings.tls.ca_file is not None
+    secret, key = _mounted_secret(objects, WEB, str(settings.tls.ca_file))
+    assert key == "ca.crt"
+    volume = next(v for v in named(objects, "Deployment", WEB)["spec"]["template"]["spec"]["volumes"] if "secret" in v)
+    assert [item["key"] for item in volume["secret"]["items"]] == ["ca.crt"], "never the CA's private key"
+    certificates = {c["spec"]["secretName"]: c["spec"] for c in of_kind(objects, "Certificate")}
+    issuers = {i["metadata"]["name"]: i["spec"] for i in of_kind(objects, "Issuer")}
+    search_cert = certificates["facesearch-search-tls"]
+    assert issuers[search_cert["issuerRef"]["name"]]["ca"]["secretName"] == secret
+    assert certificates[secret]["isCA"] is True
+    assert settings.search_target.removeprefix("dns:///").rsplit(":", 1)[0] in search_cert["dnsNames"]

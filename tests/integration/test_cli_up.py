@@ -79,6 +79,7 @@ def test_up_runs_the_whole_stack_and_stops_on_ctrl_c(tmp_path: Path, model_pack)
         search_target = f"localhost:{env['SEARCH_GRPC_PORT']}"
         assert embedder_target in banner and search_target in banner
         assert str(tmp_path / "data" / "pgdata") in banner
+        assert "auth            none: any client" in banner
 
         for target in (embedder_target, search_target):
             with grpc.insecure_channel(target) as channel:

@@ -24,6 +24,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from facesearch.v1 import embedder_pb2, embedder_pb2_grpc, face_pb2, search_pb2, search_pb2_grpc
+from search_service.public_ids import PublicIds, load_public_ids
 from tests.faces import FaceSpec, make_photo
 from tests.fixtures.search import RunningSearch, search_database_url, search_running
 from tests.integration.test_search_memory import wait_serving
@@ -119,13 +120,13 @@ async def test_non_finite_struct_values_are_invalid_and_the_stream_goes_on(stub,
 # 2. Forged page tokens -------------------------------------------------------------------------
 
 
-def _forge(token: str, **changes: object) -> str:
-    payload = json.loads(base64.urlsafe_b64decode(token))
-    payload.update(changes)
-    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode()
+def _forge(payload: bytes, ids: PublicIds | None = None) -> str:
+    """A token of `payload`: plain base64 (made without the key), or sealed with the service's own
+    key (as if it had leaked: the checks after the seal must hold too)."""
+    return base64.urlsafe_b64encode(payload).decode() if ids is None else ids.seal(payload)
 
 
-async def test_forged_page_tokens_are_invalid(stub) -> None:
+async def test_forged_page_tokens_are_invalid(stub, search_server: RunningSearch) -> None:
     name = await collection(stub)
     await index(
         stub, [search_pb2.IndexPhotosRequest(collection=name, external_id=f"a{i}", image=photo(i)) for i in range(3)]
@@ -133,20 +134,28 @@ async def test_forged_page_tokens_are_invalid(stub) -> None:
     query = search_pb2.SearchRequest(collection=name, embedding=search_pb2.EmbeddingQuery(values=[1.0] * 512), top_k=1)
     issued = (await stub.Search(query)).next_page_token
     assert issued
+    ids = await load_public_ids(search_server.app.database.pool)
+    payload = json.loads(ids.open(issued))  # the real cursor: {"d": distance, "k": photo key, "q": query hash}
     forged = [
-        _forge(issued, k=2**70),  # bound to the right query, key past int64
-        _forge(issued, k=-5),
-        _forge(issued, d="near"),
-        base64.urlsafe_b64encode(
-            json.dumps(json.loads(base64.urlsafe_b64decode(issued))).replace('"k": ', '"k": 1e400, "x": ').encode()
-        ).decode(),
+        issued[:-4] + ("AAAA" if not issued.endswith("AAAA") else "BBBB"),  # tampered: the seal breaks
+        issued[: len(issued) // 2],
         base64.urlsafe_b64encode(b"[" * 100_000).decode(),
     ]
+    for key in (None, ids):
+        forged += [
+            _forge(json.dumps({**payload, "k": 2**70}).encode(), key),  # bound to the right query, key past int64
+            _forge(json.dumps({**payload, "k": -5}).encode(), key),
+            _forge(json.dumps({**payload, "d": "near"}).encode(), key),
+            _forge(json.dumps(payload).replace('"k": ', '"k": 1e400, "x": ').encode(), key),
+        ]
     for token in forged:
         request = search_pb2.SearchRequest()
         request.CopyFrom(query)
         request.page_token = token
         await expect_invalid(stub.Search(request), "page_token")
+    # The untouched token still works.
+    query.page_token = issued
+    assert len((await stub.Search(query)).matches) == 1
 
 
 # 3. NUL characters ------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from google.protobuf import field_mask_pb2, timestamp_pb2
 from PIL import Image
 
 from facesearch.v1 import face_pb2, search_pb2, search_pb2_grpc
+from search_service.public_ids import load_public_ids
 from tests.faces import FaceSpec, decode, make_photo, noise_photo, selfie
 from tests.fixtures.search import RunningSearch, search_database_url, search_running
 from tests.integration.test_search_service import (
@@ -107,7 +108,8 @@ async def test_list_photos_pages_in_order_with_faces_and_filters(stub) -> None:
         expected = sorted(tuple(s.box.tolist()) for s in specs)
         assert np.allclose(boxes, expected, atol=4), (boxes, expected)
         for face in photo.faces:
-            assert face.face_id.isdigit() and face.det_score > 0.5 and face.quality.score > 0
+            assert len(face.face_id) == 22 and not face.face_id.isdigit()  # opaque (public_ids)
+            assert face.det_score > 0.5 and face.quality.score > 0
             assert face.quality.passed and not face.thumbnail and not face.has_thumbnail
 
     # The same SearchFilter as Search: metadata containment and a taken-time range.
@@ -293,31 +295,33 @@ async def test_delete_face_erases_its_embedding(stub, search_server: RunningSear
     assert [m.photo_id for m in found.matches] == ["p1"]
     bystander = found.matches[0].face_id
 
-    # Another tenant cannot delete it; a malformed id is INVALID_ARGUMENT, an unknown one NOT_FOUND.
+    # Another tenant cannot delete it; an id this service did not issue (a raw number included) is
+    # INVALID_ARGUMENT, a well-formed one of no face here NOT_FOUND.
     await expect(
         grpc.StatusCode.NOT_FOUND, stub.DeleteFace, search_pb2.DeleteFaceRequest(collection=name, face_id=bystander)
     )
-    await expect(
-        grpc.StatusCode.INVALID_ARGUMENT,
-        stub.DeleteFace,
-        search_pb2.DeleteFaceRequest(collection=name, face_id="x1"),
-        metadata=md,
-    )
-    for unknown in ("0", "999999999", str(2**64)):
+    for malformed in ("x1", "0", "999999999", str(2**64)):
         await expect(
-            grpc.StatusCode.NOT_FOUND,
+            grpc.StatusCode.INVALID_ARGUMENT,
             stub.DeleteFace,
-            search_pb2.DeleteFaceRequest(collection=name, face_id=unknown),
+            search_pb2.DeleteFaceRequest(collection=name, face_id=malformed),
             metadata=md,
         )
+    await expect(
+        grpc.StatusCode.NOT_FOUND,
+        stub.DeleteFace,
+        search_pb2.DeleteFaceRequest(collection=name, face_id="A" * 22),
+        metadata=md,
+    )
 
     reply = await stub.DeleteFace(search_pb2.DeleteFaceRequest(collection=name, face_id=bystander), metadata=md)
     assert (reply.photo_id, reply.faces_remaining) == ("p1", 1)
     pool = search_server.app.database.pool
     cid = await pool.fetchval("SELECT id FROM collections WHERE tenant = 'face-deleter' AND name = $1", name)
+    internal_id = (await load_public_ids(pool)).parse_face_id(cid, bystander)
     for table, column in (("faces", "id"), ("face_thumbnails", "face_id")):
         count = f"SELECT count(*) FROM {table} WHERE collection_id = $1 AND {column} = $2"
-        assert await pool.fetchval(count, cid, int(bystander)) == 0, table
+        assert await pool.fetchval(count, cid, internal_id) == 0, table
 
     after = await stub.Search(
         search_pb2.SearchRequest(collection=name, image=search_pb2.ImageQuery(image=selfie(5)), min_similarity=0.8),

@@ -120,6 +120,7 @@ def test_sigterm_during_start_up_stops_the_embedded_database(tmp_path) -> None:
             "SEARCH_EMBEDDER_TARGET": f"127.0.0.1:{silent.getsockname()[1]}",
         }
         env.pop("SEARCH_DATABASE_URL", None)
+        env["SEARCH_GRPC_HOST"] = "127.0.0.1"  # mode `none` serves loopback only
         # A file, not a pipe: nobody reads a pipe while we wait, and a full one would block the child.
         log_path = tmp_path / "search.log"
         with log_path.open("wb") as log:

@@ -1,11 +1,13 @@
 """The web gateway over HTTP, as the page calls it: a real `python -m facesearch.web` process in front
 of the real search service (embedder, PostgreSQL): errors in plain words with fitting HTTP statuses,
-photos kept per credential and removed with their event, the API key forwarded as gRPC metadata."""
+photos kept per credential and removed with their event, the API key forwarded as gRPC metadata
+(to a search service in api_key mode)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,9 +17,11 @@ import grpc
 import pytest
 import pytest_asyncio
 
-from facesearch.v1 import search_pb2_grpc
+from facesearch.v1 import search_pb2, search_pb2_grpc
+from search_service.api_keys import ApiKeyStore
 from tests.faces import FaceSpec, blank_photo, make_photo, selfie
-from tests.fixtures.web import MetadataRecorder, free_port, http, multipart, web_gateway_running
+from tests.fixtures.search import search_database_url, search_running
+from tests.fixtures.web import free_port, http, multipart, web_gateway_running
 
 MAX_IMAGE_BYTES = 300_000
 
@@ -128,26 +132,40 @@ async def test_search_service_down_is_service_unavailable(tmp_path: Path) -> Non
         assert status == 200 and b"<title>FaceSearch</title>" in page, "the page itself still loads"
 
 
-async def test_the_api_key_goes_to_the_search_service_as_bearer_metadata(tmp_path: Path) -> None:
-    recorder = MetadataRecorder()
-    server = grpc.aio.server()
-    search_pb2_grpc.add_FaceSearchServiceServicer_to_server(recorder, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        with web_gateway_running(f"127.0.0.1:{port}", tmp_path / "web", api_key="configured", tenant="t1") as web:
-            assert (await call("GET", f"{web.url}/api/collections"))[0] == 200
-            headers = {"Authorization": "Bearer from-page"}
-            assert (await call("GET", f"{web.url}/api/collections", headers=headers))[0] == 200
-            status, error = await call("GET", f"{web.url}/api/collections", headers={"Authorization": "Bearer revoked"})
+async def test_the_api_key_goes_to_the_search_service_as_bearer_metadata(
+    pg_server: Any, embedder_server: Any, tmp_path: Path
+) -> None:
+    """Against the real search service with SEARCH_AUTH__MODE=api_key: the configured key acts for
+    its tenant, a key sent by the page for its own, a revoked key is 401 in plain words, and a
+    configured tenant that is not the key's is 403."""
+    url = search_database_url(pg_server, f"web_keys_{os.getpid()}")
+    async with search_running(url, embedder_server.target, auth={"mode": "api_key"}) as search:
+        store = ApiKeyStore(search.app.database.pool)
+        configured, from_page, revoked = [await store.create(t) for t in ("web-a", "web-b", "web-b")]
+        await store.revoke(revoked.record.id)
+        async with grpc.aio.insecure_channel(search.target) as channel:
+            await search_pb2_grpc.FaceSearchServiceStub(channel).CreateCollection(
+                search_pb2.CreateCollectionRequest(name="only-a"),
+                metadata=(("authorization", f"Bearer {configured.key}"),),
+            )
+        with web_gateway_running(search.target, tmp_path / "web", api_key=configured.key) as web:
+            status, listed = await call("GET", f"{web.url}/api/collections")
+            assert status == 200 and [c["name"] for c in listed["collections"]] == ["only-a"]
+            headers = {"Authorization": f"Bearer {from_page.key}"}
+            status, listed = await call("GET", f"{web.url}/api/collections", headers=headers)
+            assert status == 200 and listed["collections"] == [], "the page's key acts for its own tenant"
+            headers = {"Authorization": f"Bearer {revoked.key}"}
+            status, error = await call("GET", f"{web.url}/api/collections", headers=headers)
+            assert status == 401
+            assert error["error"]["message"] == (
+                f"The API key is missing or was not accepted. (API key {revoked.record.id} is revoked)"
+            )
             status_config, config = await call("GET", f"{web.url}/api/config")
-    finally:
-        await server.stop(0)
-    assert recorder.seen == [
-        {"authorization": "Bearer configured", "x-tenant-id": "t1"},
-        {"authorization": "Bearer from-page", "x-tenant-id": "t1"},
-        {"authorization": "Bearer revoked", "x-tenant-id": "t1"},
-    ]
-    assert status == 401
-    assert error["error"]["message"] == "The API key is missing or was not accepted. (API key revoked)"
-    assert status_config == 200 and config["key_configured"] is True
+            assert status_config == 200 and config["key_configured"] is True
+            assert (await call("GET", f"{web.url}/readyz"))[0] == 200, "health needs no key"
+        with web_gateway_running(search.target, tmp_path / "web2", api_key=configured.key, tenant="web-b") as web:
+            status, error = await call("GET", f"{web.url}/api/collections")
+            assert status == 403 and error["error"]["code"] == "PERMISSION_DENIED"
+        with web_gateway_running(search.target, tmp_path / "web3") as web:
+            status, error = await call("GET", f"{web.url}/api/collections")
+            assert status == 401 and "missing credentials" in error["error"]["message"]

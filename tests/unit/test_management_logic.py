@@ -4,7 +4,9 @@ thumbnail crop boxes and the response budget."""
 from __future__ import annotations
 
 import argparse
+import base64
 import io
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -16,6 +18,7 @@ from facesearch.errors import InvalidArgument
 from search_service import paging
 from search_service.domain import Box, FaceQuality, Photo, StoredFace
 from search_service.photos import ResponseBudget, fit_photo
+from search_service.public_ids import PublicIds
 from search_service.thumbnails import crop_box
 
 
@@ -54,22 +57,29 @@ def test_exif_taken_time() -> None:
     assert exif.taken_time(b"not an image") is None
 
 
-def test_page_tokens_are_bound_to_their_query() -> None:
+def test_page_tokens_are_sealed_and_bound_to_their_query() -> None:
+    ids = PublicIds.ephemeral()
     bound = paging.bind(1, "newest", {"a": 1}, None)
     now = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
-    token = paging.encode({"t": paging.microseconds(now), "i": 5}, bound)
-    position = paging.decode(token, bound, {"t": int, "i": int})
+    token = paging.encode({"t": paging.microseconds(now), "i": 5}, bound, ids)
+    position = paging.decode(token, bound, {"t": int, "i": int}, ids)
     assert paging.from_microseconds(position["t"]) == now and position["i"] == 5
+    # Sealed: the internal row id and the time are not readable in the token.
+    raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert str(paging.microseconds(now)).encode() not in raw and b'"i"' not in raw
     with pytest.raises(InvalidArgument, match="another query"):
-        paging.decode(token, paging.bind(1, "newest", {"a": 2}, None), {"t": int, "i": int})
+        paging.decode(token, paging.bind(1, "newest", {"a": 2}, None), {"t": int, "i": int}, ids)
     with pytest.raises(InvalidArgument, match="not a token"):
-        paging.decode(token, bound, {"e": str})
-    forged = paging.encode({"t": True, "i": 5}, bound)  # a bool is no int
+        paging.decode(token, bound, {"e": str}, ids)
     with pytest.raises(InvalidArgument, match="not a token"):
-        paging.decode(forged, bound, {"t": int, "i": int})
-    for junk in ("", "!!", "e30=", token[:-3]):
+        paging.decode(token, bound, {"t": int, "i": int}, PublicIds.ephemeral())  # another database's key
+    forged = paging.encode({"t": True, "i": 5}, bound, ids)  # a bool is no int
+    with pytest.raises(InvalidArgument, match="not a token"):
+        paging.decode(forged, bound, {"t": int, "i": int}, ids)
+    unsealed = base64.urlsafe_b64encode(json.dumps({"p": {"t": 0, "i": 5}, "q": bound}).encode()).decode()
+    for junk in ("", "!!", "e30=", token[:-3], unsealed, "A" * 5000):
         with pytest.raises(InvalidArgument):
-            paging.decode(junk, bound, {"t": int, "i": int})
+            paging.decode(junk, bound, {"t": int, "i": int}, ids)
 
 
 def test_crop_box_adds_the_margin_and_stays_in_the_image() -> None:

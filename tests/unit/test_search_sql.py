@@ -3,6 +3,7 @@ grouping of ANN candidates by photo, input validation."""
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from datetime import UTC, datetime
@@ -10,10 +11,11 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from facesearch.errors import InvalidArgument
+from facesearch.errors import InvalidArgument, NotFound
 from search_service import sql, validation
 from search_service.catalog import decode_page_token, encode_page_token
 from search_service.domain import SearchFilter
+from search_service.public_ids import PublicIds
 from search_service.search import PageToken, group_by_photo, query_hash
 
 
@@ -60,9 +62,14 @@ def test_hnsw_ddl_is_integers_only() -> None:
 
 
 def test_page_token_round_trip_and_binding() -> None:
+    ids = PublicIds.ephemeral()
     bound = query_hash(1, [vec(1)], SearchFilter(), None)
-    token = PageToken(sql.Cursor(0.125, 99), bound).encode()
-    assert PageToken.decode(token, bound).cursor == sql.Cursor(0.125, 99)
+    token = PageToken(sql.Cursor(0.125, 99), bound).encode(ids)
+    assert PageToken.decode(token, bound, ids).cursor == sql.Cursor(0.125, 99)
+    # Sealed: the internal photo key does not show, and another database's key cannot open it.
+    assert "99" not in base64.urlsafe_b64decode(token + "==").decode(errors="replace")
+    with pytest.raises(InvalidArgument, match="not a token"):
+        PageToken.decode(token, bound, PublicIds.ephemeral())
     for other in (
         query_hash(2, [vec(1)], SearchFilter(), None),
         query_hash(1, [vec(2)], SearchFilter(), None),
@@ -70,10 +77,10 @@ def test_page_token_round_trip_and_binding() -> None:
         query_hash(1, [vec(1)], SearchFilter(), 0.5),
     ):
         with pytest.raises(InvalidArgument, match="another query"):
-            PageToken.decode(token, other)
+            PageToken.decode(token, other, ids)
     for garbage in ("", "!!!", "e30=", token[:-3]):
         with pytest.raises(InvalidArgument):
-            PageToken.decode(garbage, bound)
+            PageToken.decode(garbage, bound, ids)
 
 
 def test_collection_page_token() -> None:
@@ -121,3 +128,19 @@ def test_other_validation() -> None:
         validation.external_id("x" * 257)
     with pytest.raises(InvalidArgument):
         validation.similarity(1.5, "min_similarity")
+
+
+def test_public_face_ids_are_opaque_and_bound_to_their_collection() -> None:
+    ids = PublicIds.ephemeral()
+    consecutive = [ids.face_id(7, face) for face in (1000, 1001, 1002)]
+    assert len(set(consecutive)) == 3 and all(len(i) == 22 for i in consecutive)
+    # Neighbouring ids share no prefix a client could read an order from.
+    assert len({i[:4] for i in consecutive}) == 3
+    assert [ids.parse_face_id(7, i) for i in consecutive] == [1000, 1001, 1002]
+    with pytest.raises(NotFound):
+        ids.parse_face_id(8, consecutive[0])  # another collection (another tenant's)
+    with pytest.raises(NotFound):
+        PublicIds.ephemeral().parse_face_id(7, consecutive[0])  # another database's key
+    for garbage in ("", "1000", "x" * 21, "!" * 22):
+        with pytest.raises(InvalidArgument):
+            ids.parse_face_id(7, garbage)
