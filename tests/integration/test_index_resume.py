@@ -19,7 +19,7 @@ from facesearch.v1 import search_pb2, search_pb2_grpc
 from tests.faces import FaceSpec, make_photo
 from tests.fixtures.search import search_database_url, search_running
 
-PHOTOS = 150
+PHOTOS = 300
 _names = itertools.count()
 
 
@@ -37,8 +37,9 @@ async def test_index_survives_its_stream_being_cut(
         image = make_photo([FaceSpec(160 + (i % 5) * 20, 200, 50, 20 + i)], size=(480, 360), seed=i)
         (photos / f"p{i:03d}.jpg").write_bytes(image)
     url = search_database_url(pg_server, f"resume_{os.getpid()}_{next(_names)}")
-    # A connection lives 2 s, and a call still open then gets 0.5 s more before it is cut. One photo
-    # at a time: the import outlasts a connection's life even on a fast machine.
+    # A connection lives 2 s (+-10 %), and a call still open then gets 0.5 s more before it is cut.
+    # One photo at a time, 300 photos: about 4 s even on a quiet machine (150 photos were sometimes
+    # done before the first cut), so the import outlasts a connection's life.
     settings = {
         "max_connection_age_s": 2.0,
         "max_connection_age_grace_s": 0.5,
