@@ -365,27 +365,23 @@ async def photo_bytes(request: Request) -> Response:
 
 
 async def photo_faces(request: Request) -> JSONResponse:
-    """Every face of a kept photo, as the search service sees it: a Search with all of the photo's
-    faces, restricted to the photo itself, returns them as its query faces."""
+    """Every stored face of a kept photo (GetPhoto: the faces indexing kept, no embedder call)."""
     gateway = gateway_of(request)
     collection = request.path_params["name"]
     photo_id = request.query_params.get("id", "")
     _, caller = gateway.credentials(request)
-    found = await asyncio.to_thread(gateway.store.read, caller, collection, photo_id, False)
-    if found is None:
+    if await asyncio.to_thread(gateway.store.info, caller, collection, photo_id) is None:
         raise errors.PageError(404, "NOT_FOUND", "This photo was not uploaded through this page.")
-    message = search_pb2.SearchRequest(
-        collection=collection,
-        image=search_pb2.ImageQuery(image=found[0], all_faces=True),
-        top_k=1,
-        filter=search_pb2.SearchFilter(photo_ids=[photo_id]),
-    )
-    reply = await gateway.call(gateway.stub.Search, message, request)
+    message = search_pb2.GetPhotoRequest(collection=collection, external_id=photo_id)
+    reply = await gateway.call(gateway.stub.GetPhoto, message, request)
     return JSONResponse(
         {
             "photo_id": photo_id,
             "photo": await photo_json(gateway, caller, collection, photo_id),
-            "faces": [query_face_json(f) for f in reply.query_faces],
+            "faces": [
+                {"face_id": f.face_id, "box": box_json(f.box), "quality": round(f.quality.score, 3)}
+                for f in reply.photo.faces
+            ],
         }
     )
 
