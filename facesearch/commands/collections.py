@@ -4,7 +4,6 @@ deleting one with every photo, person and embedding in it."""
 from __future__ import annotations
 
 import argparse
-import sys
 
 from facesearch.commands import common
 from facesearch.v1 import search_pb2
@@ -61,12 +60,8 @@ def run_list(args: argparse.Namespace) -> int:
 
         replies, token = await common.pages(fetch, args.page_token, args.all)
         collections = [c for reply in replies for c in reply.collections]
-        if args.json:
-            common.print_json(search_pb2.ListCollectionsResponse(collections=collections, next_page_token=token))
-        else:
-            print(table(collections) if collections else "no collections")
-            if token:
-                print(f"(more: --page-token {token})", file=sys.stderr)
+        page = search_pb2.ListCollectionsResponse(collections=collections, next_page_token=token)
+        common.print_page(args, page, collections, table, "no collections")
         return common.EXIT_OK
 
     return common.run(args, body)

@@ -179,6 +179,19 @@ def message_dict(message: Message) -> dict[str, Any]:
     )
 
 
+def print_page(
+    args: argparse.Namespace, page: Any, items: Sequence[Any], table: Callable[[Sequence[Any]], str], empty: str
+) -> None:
+    """A list command's output: the page (a List*Response) as JSON, or a table of `items` and where
+    the next page starts."""
+    if args.json:
+        print_json(page)
+        return
+    print(table(items) if items else empty)
+    if page.next_page_token:
+        print(f"(more: --page-token {page.next_page_token})", file=sys.stderr)
+
+
 def print_json(value: Message | dict[str, Any]) -> None:
     data = message_dict(value) if isinstance(value, Message) else value
     print(json.dumps(data, indent=2, ensure_ascii=False))

@@ -5,7 +5,6 @@ face against one person (1:1; exit code 5 when it is not them), manage the enrol
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from google.protobuf import field_mask_pb2
@@ -158,12 +157,8 @@ def run_list(args: argparse.Namespace) -> int:
 
         replies, token = await common.pages(fetch, args.page_token, args.all)
         persons = [p for reply in replies for p in reply.persons]
-        if args.json:
-            common.print_json(search_pb2.ListPersonsResponse(persons=persons, next_page_token=token))
-        else:
-            print(persons_table(persons) if persons else "no persons")
-            if token:
-                print(f"(more: --page-token {token})", file=sys.stderr)
+        page = search_pb2.ListPersonsResponse(persons=persons, next_page_token=token)
+        common.print_page(args, page, persons, persons_table, "no persons")
         return common.EXIT_OK
 
     return common.run(args, body)

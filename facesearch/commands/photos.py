@@ -5,7 +5,6 @@ photo, or one face of it, with its embeddings; save a face's thumbnail."""
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -128,12 +127,8 @@ def run_list(args: argparse.Namespace) -> int:
 
         replies, token = await common.pages(fetch, args.page_token, args.all)
         photos = [p for reply in replies for p in reply.photos]
-        if args.json:
-            common.print_json(search_pb2.ListPhotosResponse(photos=photos, next_page_token=token))
-        else:
-            print(photos_table(photos) if photos else "no photos")
-            if token:
-                print(f"(more: --page-token {token})", file=sys.stderr)
+        page = search_pb2.ListPhotosResponse(photos=photos, next_page_token=token)
+        common.print_page(args, page, photos, photos_table, "no photos")
         return common.EXIT_OK
 
     return common.run(args, body)
